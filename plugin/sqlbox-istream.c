@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: MIT */
+/* Two istreams of the storage: reading a body out of SQL, and hashing a
+   message on its way in.
+
+   The body stream keeps one chunk of the body (SBX_BODY_CHUNK_SIZE bytes,
+   aligned as stored) and serves reads and seeks from it; a read outside it
+   fetches the chunk that holds the offset. Memory per open mail is thus one
+   chunk whatever the message size, and a 50 MB attachment streams through
+   without ever being held whole. */
+
+#include "lib.h"
+#include "buffer.h"
+#include "istream-private.h"
+#include "sbx-body.h"
+#include "sbx-db.h"
+#include "sbx-hash.h"
+#include "sqlbox-istream.h"
+
+struct sqlbox_body_istream {
+	struct istream_private istream;
+	struct sbx_db *db;
+	int64_t body_id;
+	uoff_t size;
+
+	buffer_t *chunk;
+	uoff_t chunk_offset;	/* offset of chunk's first byte */
+	bool have_chunk;
+};
+
+static int sqlbox_body_istream_fill(struct sqlbox_body_istream *bstream,
+				    uoff_t offset)
+{
+	uoff_t start = offset - offset % SBX_BODY_CHUNK_SIZE;
+	size_t got;
+	void *data;
+	const char *msg;
+	int ret;
+
+	buffer_set_used_size(bstream->chunk, 0);
+	data = buffer_append_space_unsafe(bstream->chunk, SBX_BODY_CHUNK_SIZE);
+	ret = sbx_body_read(bstream->db, bstream->body_id, start, data,
+			    SBX_BODY_CHUNK_SIZE, &got);
+	if (ret <= 0) {
+		bstream->have_chunk = FALSE;
+		if (ret == 0) {
+			io_stream_set_error(&bstream->istream.iostream,
+				"sqlbox: body %"PRId64" no longer exists",
+				bstream->body_id);
+			bstream->istream.istream.stream_errno = ESTALE;
+		} else {
+			(void)sbx_db_last_error(bstream->db, &msg);
+			io_stream_set_error(&bstream->istream.iostream,
+					    "sqlbox: %s", msg);
+			bstream->istream.istream.stream_errno = EIO;
+		}
+		return -1;
+	}
+	buffer_set_used_size(bstream->chunk, got);
+	bstream->chunk_offset = start;
+	bstream->have_chunk = TRUE;
+	return 0;
+}
+
+static ssize_t i_stream_sqlbox_body_read(struct istream_private *stream)
+{
+	struct sqlbox_body_istream *bstream =
+		container_of(stream, struct sqlbox_body_istream, istream);
+	uoff_t offset = stream->istream.v_offset + (stream->pos - stream->skip);
+	size_t avail, in_chunk;
+
+	if (offset >= bstream->size) {
+		stream->istream.eof = TRUE;
+		return -1;
+	}
+	if (!bstream->have_chunk || offset < bstream->chunk_offset ||
+	    offset >= bstream->chunk_offset + bstream->chunk->used) {
+		if (sqlbox_body_istream_fill(bstream, offset) < 0)
+			return -1;
+		if (offset >= bstream->chunk_offset + bstream->chunk->used) {
+			io_stream_set_error(&stream->iostream,
+				"sqlbox: body %"PRId64" is shorter than its "
+				"size %"PRIuUOFF_T, bstream->body_id,
+				bstream->size);
+			stream->istream.stream_errno = EIO;
+			return -1;
+		}
+	}
+	if (!i_stream_try_alloc(stream, 1, &avail))
+		return -2;
+	in_chunk = bstream->chunk->used - (offset - bstream->chunk_offset);
+	avail = I_MIN(avail, in_chunk);
+	memcpy(stream->w_buffer + stream->pos,
+	       CONST_PTR_OFFSET(bstream->chunk->data,
+				offset - bstream->chunk_offset), avail);
+	stream->pos += avail;
+	return (ssize_t)avail;
+}
+
+static void i_stream_sqlbox_body_seek(struct istream_private *stream,
+				      uoff_t v_offset, bool mark ATTR_UNUSED)
+{
+	stream->istream.v_offset = v_offset;
+	stream->skip = stream->pos = 0;
+	stream->istream.eof = FALSE;
+}
+
+static int i_stream_sqlbox_body_stat(struct istream_private *stream,
+				     bool exact ATTR_UNUSED)
+{
+	struct sqlbox_body_istream *bstream =
+		container_of(stream, struct sqlbox_body_istream, istream);
+
+	stream->statbuf.st_size = bstream->size;
+	return 0;
+}
+
+static void i_stream_sqlbox_body_destroy(struct iostream_private *stream)
+{
+	struct sqlbox_body_istream *bstream =
+		container_of(stream, struct sqlbox_body_istream,
+			     istream.iostream);
+
+	buffer_free(&bstream->chunk);
+}
+
+struct istream *i_stream_create_sqlbox_body(struct sbx_db *db,
+					    int64_t body_id, uoff_t size)
+{
+	struct sqlbox_body_istream *bstream;
+
+	bstream = i_new(struct sqlbox_body_istream, 1);
+	bstream->db = db;
+	bstream->body_id = body_id;
+	bstream->size = size;
+	bstream->chunk = buffer_create_dynamic(default_pool,
+					       SBX_BODY_CHUNK_SIZE);
+
+	bstream->istream.iostream.destroy = i_stream_sqlbox_body_destroy;
+	bstream->istream.read = i_stream_sqlbox_body_read;
+	bstream->istream.seek = i_stream_sqlbox_body_seek;
+	bstream->istream.stat = i_stream_sqlbox_body_stat;
+	bstream->istream.istream.seekable = TRUE;
+	bstream->istream.istream.blocking = TRUE;
+	bstream->istream.cached_stream_size = size;
+	return i_stream_create(&bstream->istream, NULL, -1, 0);
+}
+
+struct sqlbox_hash_istream {
+	struct istream_private istream;
+	struct sbx_hash *hash;
+	/* everything below this offset has been hashed */
+	uoff_t hashed_offset;
+};
+
+static ssize_t i_stream_sqlbox_hash_read(struct istream_private *stream)
+{
+	struct sqlbox_hash_istream *hstream =
+		container_of(stream, struct sqlbox_hash_istream, istream);
+	const unsigned char *data;
+	uoff_t start;
+	size_t size;
+	ssize_t ret;
+
+	i_stream_seek(stream->parent, stream->parent_start_offset +
+		      stream->istream.v_offset);
+	ret = i_stream_read_copy_from_parent(&stream->istream);
+	if (ret <= 0)
+		return ret;
+
+	data = i_stream_get_data(&stream->istream, &size);
+	start = stream->istream.v_offset;
+	if (start + size > hstream->hashed_offset) {
+		size_t skip = hstream->hashed_offset - start;
+
+		sbx_hash_update(hstream->hash, data + skip, size - skip);
+		hstream->hashed_offset = start + size;
+	}
+	return ret;
+}
+
+static void i_stream_sqlbox_hash_seek(struct istream_private *stream,
+				      uoff_t v_offset, bool mark ATTR_UNUSED)
+{
+	struct sqlbox_hash_istream *hstream =
+		container_of(stream, struct sqlbox_hash_istream, istream);
+
+	if (v_offset > hstream->hashed_offset) {
+		io_stream_set_error(&stream->iostream,
+			"sqlbox: can't seek past unhashed data");
+		stream->istream.stream_errno = ESPIPE;
+	}
+	stream->istream.v_offset = v_offset;
+	stream->skip = stream->pos = 0;
+}
+
+struct istream *i_stream_create_sqlbox_hash(struct istream *input,
+					    struct sbx_hash *hash)
+{
+	struct sqlbox_hash_istream *hstream;
+
+	hstream = i_new(struct sqlbox_hash_istream, 1);
+	hstream->hash = hash;
+	hstream->istream.max_buffer_size = input->real_stream->max_buffer_size;
+	hstream->istream.stream_size_passthrough = TRUE;
+	hstream->istream.read = i_stream_sqlbox_hash_read;
+	hstream->istream.seek = i_stream_sqlbox_hash_seek;
+	hstream->istream.istream.readable_fd = FALSE;
+	hstream->istream.istream.blocking = input->blocking;
+	hstream->istream.istream.seekable = input->seekable;
+	return i_stream_create(&hstream->istream, input,
+			       i_stream_get_fd(input), 0);
+}

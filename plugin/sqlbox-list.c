@@ -1,0 +1,420 @@
+/* SPDX-License-Identifier: MIT */
+/* The sqlbox mailbox list: folder names, \Noselect parents and
+   subscriptions, all read from and written to the user's database.
+
+   The list owns the database connection of its namespace: it is opened in
+   init(), after Dovecot dropped privileges, and closed in deinit(). Every
+   folder operation is one SQL transaction, so a RENAME or DELETE of a
+   subtree is all or nothing. No path is ever given for a mailbox: that
+   keeps each mailbox's index in memory, private to the process, a cache of
+   what SQL says. */
+
+#include "lib.h"
+#include "array.h"
+#include "mkdir-parents.h"
+#include "hostpid.h"
+#include "imap-match.h"
+#include "mailbox-tree.h"
+#include "mailbox-list-subscriptions.h"
+#include "mail-storage-private.h"
+#include "sbx-db.h"
+#include "sbx-mailbox.h"
+#include "sqlbox-error.h"
+#include "sqlbox-storage.h"
+
+struct sqlbox_list_iterate_context {
+	struct mailbox_list_iterate_context ctx;
+	struct mailbox_tree_context *tree;
+	struct mailbox_tree_iterate_context *iter;
+	struct mailbox_info info;
+};
+
+static struct mailbox_list *sqlbox_list_alloc(void)
+{
+	struct sqlbox_mailbox_list *list;
+	pool_t pool;
+
+	pool = pool_alloconly_create("sqlbox list", 2048);
+	list = p_new(pool, struct sqlbox_mailbox_list, 1);
+	list->list = sqlbox_mailbox_list;
+	list->list.pool = pool;
+	return &list->list;
+}
+
+static int sqlbox_list_init(struct mailbox_list *_list, const char **error_r)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
+	struct sbx_db_settings db_set;
+	const char *root = _list->set.root_dir, *error, *msg;
+
+	if (root == NULL || *root == '\0') {
+		*error_r = "sqlbox: mail_location needs a directory "
+			"(e.g. sqlbox:~/sqlbox)";
+		return -1;
+	}
+	if (sqlbox_settings_read(_list->ns->user, &list->set, &error) < 0) {
+		*error_r = t_strconcat("sqlbox: ", error, NULL);
+		return -1;
+	}
+	if (mkdir_parents(root, 0700) < 0 && errno != EEXIST) {
+		*error_r = t_strdup_printf("sqlbox: mkdir(%s) failed: %m",
+					   root);
+		return -1;
+	}
+
+	i_zero(&db_set);
+	db_set.lock_timeout_msecs = list->set.lock_timeout_msecs;
+	db_set.synchronous =
+		_list->mail_set->parsed_fsync_mode == FSYNC_MODE_NEVER ?
+		SBX_SYNCHRONOUS_OFF : SBX_SYNCHRONOUS_FULL;
+	list->db_path = p_strconcat(_list->pool, root, "/",
+				    SQLBOX_DB_FILE_NAME, NULL);
+	if (sbx_db_open(list->db_path, &db_set, &list->db) < 0) {
+		if (list->db == NULL)
+			*error_r = "sqlbox: out of memory opening the database";
+		else {
+			(void)sbx_db_last_error(list->db, &msg);
+			*error_r = t_strdup_printf("sqlbox: %s", msg);
+			sbx_db_close(&list->db);
+		}
+		return -1;
+	}
+	return 0;
+}
+
+static void sqlbox_list_deinit(struct mailbox_list *_list)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
+
+	sbx_db_close(&list->db);
+	pool_unref(&_list->pool);
+}
+
+static char sqlbox_list_get_hierarchy_sep(struct mailbox_list *list ATTR_UNUSED)
+{
+	return SBX_HIERARCHY_SEP;
+}
+
+/* Only the root has paths: dovecot.mailbox.log and temporary files live
+   there. A mailbox has none, which keeps its index in memory (an in-memory
+   index is found again by its mailbox path, so a shared path would make
+   every mailbox share one index). */
+static int
+sqlbox_list_get_path(struct mailbox_list *list, const char *name,
+		     enum mailbox_list_path_type type, const char **path_r)
+{
+	if (name != NULL)
+		return 0;
+	switch (type) {
+	case MAILBOX_LIST_PATH_TYPE_DIR:
+	case MAILBOX_LIST_PATH_TYPE_MAILBOX:
+	case MAILBOX_LIST_PATH_TYPE_CONTROL:
+	case MAILBOX_LIST_PATH_TYPE_INDEX:
+	case MAILBOX_LIST_PATH_TYPE_LIST_INDEX:
+	case MAILBOX_LIST_PATH_TYPE_INDEX_CACHE:
+		*path_r = list->set.root_dir;
+		return 1;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static const char *
+sqlbox_list_get_temp_prefix(struct mailbox_list *list ATTR_UNUSED,
+			    bool global)
+{
+	return global ? ".temp." :
+		t_strdup_printf(".temp.%s.%s.", my_hostname, my_pid);
+}
+
+static void
+sqlbox_list_fill_tree(struct sqlbox_list_iterate_context *ctx)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(ctx->ctx.list);
+	struct mailbox_list_iter_update_context update_ctx;
+	struct sbx_mailbox_iter *iter;
+	struct sbx_mailbox mb;
+	struct mailbox_node *node;
+	const char *vname;
+	int ret;
+
+	i_zero(&update_ctx);
+	update_ctx.iter_ctx = &ctx->ctx;
+	update_ctx.tree_ctx = ctx->tree;
+	update_ctx.glob = ctx->ctx.glob;
+	update_ctx.match_parents = TRUE;
+
+	if (sbx_mailbox_iter_init(list->db, &iter) < 0) {
+		sqlbox_set_list_error(&list->list, list->db);
+		ctx->ctx.failed = TRUE;
+		return;
+	}
+	while ((ret = sbx_mailbox_iter_next(iter, &mb)) > 0) T_BEGIN {
+		vname = mailbox_list_get_vname(&list->list, mb.name);
+		update_ctx.leaf_flags = mb.noselect ? MAILBOX_NOSELECT : 0;
+		mailbox_list_iter_update(&update_ctx, vname);
+		/* a stored row is never \NonExistent, even when a child
+		   was seen first and created its node */
+		node = mailbox_tree_lookup(ctx->tree, vname);
+		if (node != NULL)
+			node->flags &= ENUM_NEGATE(MAILBOX_NONEXISTENT);
+	} T_END;
+	if (sbx_mailbox_iter_deinit(&iter) < 0 || ret < 0) {
+		sqlbox_set_list_error(&list->list, list->db);
+		ctx->ctx.failed = TRUE;
+	}
+}
+
+static struct mailbox_list_iterate_context *
+sqlbox_list_iter_init(struct mailbox_list *list, const char *const *patterns,
+		      enum mailbox_list_iter_flags flags)
+{
+	struct sqlbox_list_iterate_context *ctx;
+	char sep = mail_namespace_get_sep(list->ns);
+	pool_t pool;
+
+	if ((flags & MAILBOX_LIST_ITER_SELECT_SUBSCRIBED) != 0)
+		return mailbox_list_subscriptions_iter_init(list, patterns,
+							    flags);
+
+	pool = pool_alloconly_create("sqlbox list iter", 1024);
+	ctx = p_new(pool, struct sqlbox_list_iterate_context, 1);
+	ctx->ctx.pool = pool;
+	ctx->ctx.list = list;
+	ctx->ctx.flags = flags;
+	ctx->ctx.glob = imap_match_init_multiple(pool, patterns, TRUE, sep);
+	array_create(&ctx->ctx.module_contexts, pool, sizeof(void *), 5);
+	ctx->info.ns = list->ns;
+
+	ctx->tree = mailbox_tree_init(sep);
+	mailbox_tree_set_parents_nonexistent(ctx->tree);
+	sqlbox_list_fill_tree(ctx);
+	ctx->iter = mailbox_tree_iterate_init(ctx->tree, NULL, MAILBOX_MATCHED);
+	return &ctx->ctx;
+}
+
+static const struct mailbox_info *
+sqlbox_list_iter_next(struct mailbox_list_iterate_context *_ctx)
+{
+	struct sqlbox_list_iterate_context *ctx =
+		container_of(_ctx, struct sqlbox_list_iterate_context, ctx);
+	struct mailbox_node *node;
+	const char *vname;
+
+	if ((_ctx->flags & MAILBOX_LIST_ITER_SELECT_SUBSCRIBED) != 0)
+		return mailbox_list_subscriptions_iter_next(_ctx);
+	if (_ctx->failed)
+		return NULL;
+
+	node = mailbox_tree_iterate_next(ctx->iter, &vname);
+	if (node == NULL)
+		return mailbox_list_iter_default_next(_ctx);
+
+	ctx->info.vname = vname;
+	ctx->info.flags = node->flags;
+	if ((_ctx->flags & MAILBOX_LIST_ITER_RETURN_SUBSCRIBED) != 0) {
+		mailbox_list_set_subscription_flags(_ctx->list, vname,
+						    &ctx->info.flags);
+	}
+	return &ctx->info;
+}
+
+static int sqlbox_list_iter_deinit(struct mailbox_list_iterate_context *_ctx)
+{
+	struct sqlbox_list_iterate_context *ctx =
+		container_of(_ctx, struct sqlbox_list_iterate_context, ctx);
+	int ret = _ctx->failed ? -1 : 0;
+
+	if ((_ctx->flags & MAILBOX_LIST_ITER_SELECT_SUBSCRIBED) != 0)
+		return mailbox_list_subscriptions_iter_deinit(_ctx);
+
+	mailbox_tree_iterate_deinit(&ctx->iter);
+	mailbox_tree_deinit(&ctx->tree);
+	pool_unref(&_ctx->pool);
+	return ret;
+}
+
+static int
+sqlbox_list_subscriptions_refresh(struct mailbox_list *src_list,
+				  struct mailbox_list *dest_list)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(src_list);
+	struct sbx_subscription_iter *iter;
+	struct mailbox_node *node;
+	const char *name, *vname;
+	bool created;
+	int ret;
+
+	if (dest_list->subscriptions != NULL)
+		mailbox_tree_deinit(&dest_list->subscriptions);
+	dest_list->subscriptions =
+		mailbox_tree_init(mail_namespace_get_sep(src_list->ns));
+
+	if (sbx_subscription_iter_init(list->db, &iter) < 0) {
+		sqlbox_set_list_error(dest_list, list->db);
+		return -1;
+	}
+	while ((ret = sbx_subscription_iter_next(iter, &name)) > 0) T_BEGIN {
+		vname = mailbox_list_get_vname(dest_list, name);
+		node = mailbox_tree_get(dest_list->subscriptions, vname,
+					&created);
+		node->flags = MAILBOX_SUBSCRIBED;
+	} T_END;
+	if (sbx_subscription_iter_deinit(&iter) < 0 || ret < 0) {
+		sqlbox_set_list_error(dest_list, list->db);
+		return -1;
+	}
+	return 0;
+}
+
+static int sqlbox_list_set_subscribed(struct mailbox_list *_list,
+				      const char *name, bool set)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
+
+	if (sbx_subscription_set(list->db, name, set) < 0) {
+		sqlbox_set_list_error(_list, list->db);
+		return -1;
+	}
+	return 0;
+}
+
+/* Deletes a folder and its messages in one transaction. A folder with
+   children stays as a \Noselect parent (as with Dovecot's directory
+   layouts); a \Noselect folder with children can't be deleted
+   (RFC 3501 6.3.4). */
+static int sqlbox_list_delete(struct mailbox_list *_list, const char *name,
+			      bool *kept_noselect_r)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
+	const char *msg;
+
+	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
+		goto fail;
+	if (sbx_mailbox_delete(list->db, name, kept_noselect_r) < 0) {
+		sbx_tx_rollback(list->db);
+		goto fail;
+	}
+	if (sbx_tx_commit(list->db) < 0)
+		goto fail;
+	return 0;
+fail:
+	switch (sbx_db_last_error(list->db, &msg)) {
+	case SBX_ERR_NOTFOUND:
+		mailbox_list_set_error(_list, MAIL_ERROR_NOTFOUND,
+			T_MAIL_ERR_MAILBOX_NOT_FOUND(
+				mailbox_list_get_vname(_list, name)));
+		break;
+	case SBX_ERR_EXISTS:
+		mailbox_list_set_error(_list, MAIL_ERROR_EXISTS,
+			"Mailbox has children, delete them first");
+		break;
+	default:
+		sqlbox_set_list_error(_list, list->db);
+		break;
+	}
+	return -1;
+}
+
+static int sqlbox_list_delete_mailbox(struct mailbox_list *list,
+				      const char *name)
+{
+	bool kept_noselect;
+
+	return sqlbox_list_delete(list, name, &kept_noselect);
+}
+
+static int sqlbox_list_delete_dir(struct mailbox_list *list, const char *name)
+{
+	bool kept_noselect;
+
+	return sqlbox_list_delete(list, name, &kept_noselect);
+}
+
+static int sqlbox_list_delete_symlink(struct mailbox_list *list,
+				      const char *name ATTR_UNUSED)
+{
+	mailbox_list_set_error(list, MAIL_ERROR_NOTPOSSIBLE,
+			       "sqlbox has no symlinked mailboxes");
+	return -1;
+}
+
+/* Renames a folder and its whole subtree in one transaction. RFC 3501
+   6.3.5: renaming INBOX moves its messages to the new name and leaves an
+   empty INBOX; INBOX's children stay where they are. */
+static int
+sqlbox_list_rename_mailbox(struct mailbox_list *oldlist, const char *oldname,
+			   struct mailbox_list *newlist, const char *newname)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(oldlist);
+	struct sbx_mailbox_create inbox;
+	bool is_inbox = strcmp(oldname, SBX_INBOX_NAME) == 0;
+	const char *msg;
+
+	if (oldlist != newlist) {
+		mailbox_list_set_error(oldlist, MAIL_ERROR_NOTPOSSIBLE,
+			"Can't rename mailboxes across namespaces");
+		return -1;
+	}
+	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
+		goto fail;
+	if (sbx_mailbox_rename(list->db, oldname, newname, !is_inbox) < 0)
+		goto fail_rollback;
+	if (is_inbox) {
+		i_zero(&inbox);
+		inbox.name = SBX_INBOX_NAME;
+		if (sbx_mailbox_create(list->db, &inbox, NULL) < 0)
+			goto fail_rollback;
+	}
+	if (sbx_tx_commit(list->db) < 0)
+		goto fail;
+	return 0;
+fail_rollback:
+	sbx_tx_rollback(list->db);
+fail:
+	switch (sbx_db_last_error(list->db, &msg)) {
+	case SBX_ERR_NOTFOUND:
+		mailbox_list_set_error(oldlist, MAIL_ERROR_NOTFOUND,
+			T_MAIL_ERR_MAILBOX_NOT_FOUND(
+				mailbox_list_get_vname(oldlist, oldname)));
+		break;
+	case SBX_ERR_EXISTS:
+		mailbox_list_set_error(oldlist, MAIL_ERROR_EXISTS,
+				       "Target mailbox already exists");
+		break;
+	default:
+		sqlbox_set_list_error(oldlist, list->db);
+		break;
+	}
+	return -1;
+}
+
+struct mailbox_list sqlbox_mailbox_list = {
+	.name = SQLBOX_STORAGE_NAME,
+	.props = MAILBOX_LIST_PROP_NO_LIST_INDEX |
+		MAILBOX_LIST_PROP_NO_MAILDIR_NAME |
+		MAILBOX_LIST_PROP_NO_ALT_DIR |
+		MAILBOX_LIST_PROP_NO_INTERNAL_NAMES,
+	.mailbox_name_max_length = MAILBOX_LIST_NAME_MAX_LENGTH,
+
+	.v = {
+		.alloc = sqlbox_list_alloc,
+		.init = sqlbox_list_init,
+		.deinit = sqlbox_list_deinit,
+		.get_hierarchy_sep = sqlbox_list_get_hierarchy_sep,
+		.get_vname = mailbox_list_default_get_vname,
+		.get_storage_name = mailbox_list_default_get_storage_name,
+		.get_path = sqlbox_list_get_path,
+		.get_temp_prefix = sqlbox_list_get_temp_prefix,
+		.iter_init = sqlbox_list_iter_init,
+		.iter_next = sqlbox_list_iter_next,
+		.iter_deinit = sqlbox_list_iter_deinit,
+		.subscriptions_refresh = sqlbox_list_subscriptions_refresh,
+		.set_subscribed = sqlbox_list_set_subscribed,
+		.delete_mailbox = sqlbox_list_delete_mailbox,
+		.delete_dir = sqlbox_list_delete_dir,
+		.delete_symlink = sqlbox_list_delete_symlink,
+		.rename_mailbox = sqlbox_list_rename_mailbox,
+	},
+};

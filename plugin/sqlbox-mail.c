@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: MIT */
+/* Reading a message: its row in SQL gives sizes, dates, GUID and POP3
+   fields without touching the body; the body is streamed from SQL only
+   when the message's content is wanted. A message being saved (not yet in
+   SQL) is served from the save context's spooled copy. */
+
+#include "lib.h"
+#include "istream.h"
+#include "str.h"
+#include "index-mail.h"
+#include "sbx-db.h"
+#include "sbx-msg.h"
+#include "sqlbox-istream.h"
+#include "sqlbox-save.h"
+#include "sqlbox-error.h"
+#include "sqlbox-storage.h"
+#include "sqlbox-mail.h"
+
+struct sqlbox_mail {
+	struct index_mail imail;
+
+	/* the message's row, valid while have_row and row_uid == uid */
+	bool have_row;
+	uint32_t row_uid;
+	int64_t body_id;
+	uoff_t size;
+	time_t received_date, save_date;
+	const char *guid, *pop3_uidl, *from_envelope;
+	uint32_t pop3_order;
+};
+
+#define SQLBOX_MAIL(m) (container_of(m, struct sqlbox_mail, imail.mail.mail))
+
+struct mail *
+sqlbox_mail_alloc(struct mailbox_transaction_context *t,
+		  enum mail_fetch_field wanted_fields,
+		  struct mailbox_header_lookup_ctx *wanted_headers)
+{
+	struct sqlbox_mail *mail;
+	pool_t pool;
+
+	pool = pool_alloconly_create("mail", 2048);
+	mail = p_new(pool, struct sqlbox_mail, 1);
+	index_mail_init(&mail->imail, t, wanted_fields, wanted_headers,
+			pool, NULL);
+	return &mail->imail.mail.mail;
+}
+
+static void sqlbox_mail_close(struct mail *_mail)
+{
+	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
+
+	mail->have_row = FALSE;
+	index_mail_close(_mail);
+}
+
+/* Loads the message's row. Returns 0, or -1 with the mail marked
+   expunged (no row) or the error set. */
+static int sqlbox_mail_lookup(struct sqlbox_mail *mail)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(_mail->box);
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	pool_t pool = mail->imail.mail.data_pool;
+	struct sbx_msg msg;
+	int ret;
+
+	if (mail->have_row && mail->row_uid == _mail->uid)
+		return 0;
+	/* a row lookup is metadata access: callers that allow only cached
+	   data (MAIL_LOOKUP_ABORT_NOT_IN_CACHE) get "aborted" */
+	if (!mail_metadata_access_start(_mail))
+		return -1;
+	ret = sbx_msg_lookup(db, mbox->mailbox_id, _mail->uid, &msg);
+	if (ret < 0) {
+		sqlbox_set_box_error(_mail->box, db);
+		return -1;
+	}
+	if (ret == 0) {
+		mail_set_expunged(_mail);
+		return -1;
+	}
+	mail->have_row = TRUE;
+	mail->row_uid = _mail->uid;
+	mail->body_id = msg.body_id;
+	mail->size = msg.physical_size;
+	mail->received_date = (time_t)msg.received_date;
+	mail->save_date = (time_t)msg.save_date;
+	mail->guid = p_strdup(pool, msg.guid);
+	mail->pop3_uidl = p_strdup(pool, msg.pop3_uidl);
+	mail->from_envelope = p_strdup(pool, msg.from_envelope);
+	mail->pop3_order = msg.pop3_order;
+	return 0;
+}
+
+static int sqlbox_mail_get_received_date(struct mail *_mail, time_t *date_r)
+{
+	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
+
+	if (_mail->saving)
+		return index_mail_get_received_date(_mail, date_r);
+	if (sqlbox_mail_lookup(mail) < 0)
+		return -1;
+	mail->imail.data.received_date = mail->received_date;
+	*date_r = mail->received_date;
+	return 0;
+}
+
+static int sqlbox_mail_get_save_date(struct mail *_mail, time_t *date_r)
+{
+	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
+
+	if (_mail->saving)
+		return index_mail_get_save_date(_mail, date_r);
+	if (sqlbox_mail_lookup(mail) < 0)
+		return -1;
+	mail->imail.data.save_date = mail->save_date;
+	*date_r = mail->save_date;
+	return 0;
+}
+
+/* Bodies are stored with CRLF line endings, so the physical and the
+   virtual size are the same number, and it is a column. */
+static int sqlbox_mail_get_size(struct mail *_mail, uoff_t *size_r)
+{
+	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
+	struct index_mail_data *data = &mail->imail.data;
+
+	if (_mail->saving)
+		return index_mail_get_physical_size(_mail, size_r);
+	if (sqlbox_mail_lookup(mail) < 0)
+		return -1;
+	data->physical_size = data->virtual_size = mail->size;
+	*size_r = mail->size;
+	return 0;
+}
+
+static int
+sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
+		       struct message_size *hdr_size,
+		       struct message_size *body_size,
+		       struct istream **stream_r)
+{
+	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
+	struct index_mail_data *data = &mail->imail.data;
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(_mail->box);
+	struct istream *input;
+
+	if (data->stream == NULL) {
+		if (!mail_stream_access_start(_mail))
+			return -1;
+		if (_mail->saving) {
+			input = sqlbox_save_get_stream(_mail->transaction,
+						       _mail->seq);
+			if (input == NULL) {
+				mail_set_expunged(_mail);
+				return -1;
+			}
+		} else {
+			if (sqlbox_mail_lookup(mail) < 0)
+				return -1;
+			input = i_stream_create_sqlbox_body(
+				sqlbox_mailbox_get_db(mbox), mail->body_id,
+				mail->size);
+			i_stream_set_name(input, t_strdup_printf(
+				"sqlbox body %"PRId64, mail->body_id));
+			data->physical_size = data->virtual_size = mail->size;
+		}
+		data->stream = input;
+		index_mail_set_read_buffer_size(_mail, input);
+		if (mail->imail.mail.v.istream_opened != NULL) {
+			if (mail->imail.mail.v.istream_opened(_mail,
+							      &data->stream) < 0)
+				return -1;
+		}
+	}
+	return index_mail_init_stream(&mail->imail, hdr_size, body_size,
+				      stream_r);
+}
+
+static int
+sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
+			const char **value_r)
+{
+	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
+
+	if (_mail->saving)
+		return index_mail_get_special(_mail, field, value_r);
+
+	switch (field) {
+	case MAIL_FETCH_GUID:
+	case MAIL_FETCH_UIDL_BACKEND:
+	case MAIL_FETCH_POP3_ORDER:
+	case MAIL_FETCH_FROM_ENVELOPE:
+	case MAIL_FETCH_STORAGE_ID:
+		if (sqlbox_mail_lookup(mail) < 0)
+			return -1;
+		break;
+	default:
+		return index_mail_get_special(_mail, field, value_r);
+	}
+
+	switch (field) {
+	case MAIL_FETCH_GUID:
+		*value_r = mail->guid;
+		return 0;
+	case MAIL_FETCH_UIDL_BACKEND:
+		*value_r = mail->pop3_uidl != NULL ? mail->pop3_uidl : "";
+		return 0;
+	case MAIL_FETCH_POP3_ORDER:
+		/* unordered mails sort last */
+		*value_r = mail->pop3_order == 0 ? "" :
+			dec2str(mail->pop3_order);
+		return 0;
+	case MAIL_FETCH_FROM_ENVELOPE:
+		*value_r = mail->from_envelope != NULL ?
+			mail->from_envelope : "";
+		return 0;
+	case MAIL_FETCH_STORAGE_ID:
+		*value_r = t_strdup_printf("%"PRId64, mail->body_id);
+		return 0;
+	default:
+		i_unreached();
+	}
+}
+
+struct mail_vfuncs sqlbox_mail_vfuncs = {
+	.close = sqlbox_mail_close,
+	.free = index_mail_free,
+	.set_seq = index_mail_set_seq,
+	.set_uid = index_mail_set_uid,
+	.set_uid_cache_updates = index_mail_set_uid_cache_updates,
+	.prefetch = index_mail_prefetch,
+	.precache = index_mail_precache,
+	.add_temp_wanted_fields = index_mail_add_temp_wanted_fields,
+
+	.get_flags = index_mail_get_flags,
+	.get_keywords = index_mail_get_keywords,
+	.get_keyword_indexes = index_mail_get_keyword_indexes,
+	.get_modseq = index_mail_get_modseq,
+	.get_pvt_modseq = index_mail_get_pvt_modseq,
+	.get_parts = index_mail_get_parts,
+	.get_date = index_mail_get_date,
+	.get_received_date = sqlbox_mail_get_received_date,
+	.get_save_date = sqlbox_mail_get_save_date,
+	.get_virtual_size = sqlbox_mail_get_size,
+	.get_physical_size = sqlbox_mail_get_size,
+	.get_first_header = index_mail_get_first_header,
+	.get_headers = index_mail_get_headers,
+	.get_header_stream = index_mail_get_header_stream,
+	.get_stream = sqlbox_mail_get_stream,
+	.get_binary_stream = index_mail_get_binary_stream,
+	.get_special = sqlbox_mail_get_special,
+	.get_backend_mail = index_mail_get_backend_mail,
+	.update_flags = index_mail_update_flags,
+	.update_keywords = index_mail_update_keywords,
+	.update_modseq = index_mail_update_modseq,
+	.update_pvt_modseq = index_mail_update_pvt_modseq,
+	.update_pop3_uidl = NULL,
+	.expunge = index_mail_expunge,
+	.set_cache_corrupted = index_mail_set_cache_corrupted,
+	.istream_opened = index_mail_opened,
+};

@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: MIT */
+/* Saving (APPEND, LMTP, LDA, doveadm save) and copying messages.
+
+   save_begin/continue only spool: the message goes through CRLF
+   normalisation (the one place it happens) and SHA-256 into a temporary
+   stream, and its index record is appended with UID 0. Nothing touches SQL
+   until the transaction commits, so no lock is ever held while a client
+   sends a literal. In commit_pre, under the write lock: the mailbox is
+   pulled (the index must know every UID already given out), the new UIDs
+   are the next ones after SQL's uidnext, bodies are stored (or found by
+   hash and shared) and rows inserted; SQL commits before the index does.
+   A COPY or MOVE within the user's database stores no body: the new row
+   points at the source's body and raises its reference count. */
+
+#include "lib.h"
+#include "array.h"
+#include "ioloop.h"
+#include "istream.h"
+#include "istream-crlf.h"
+#include "ostream.h"
+#include "iostream-temp.h"
+#include "seq-range-array.h"
+#include "str.h"
+#include "guid.h"
+#include "mail-copy.h"
+#include "mail-user.h"
+#include "message-header-parser.h"
+#include "index-mail.h"
+#include "sbx-body.h"
+#include "sbx-db.h"
+#include "sbx-hash.h"
+#include "sbx-mailbox.h"
+#include "sbx-msg.h"
+#include "sqlbox-error.h"
+#include "sqlbox-istream.h"
+#include "sqlbox-storage.h"
+#include "sqlbox-sync.h"
+#include "sqlbox-save.h"
+
+struct sqlbox_save_mail {
+	uint32_t seq;
+	/* the spooled message (saves) or 0 and the body to share (copies) */
+	struct istream *input;
+	int64_t copy_body_id;
+	uoff_t size;
+	uint8_t sha256[SBX_SHA256_SIZE];
+
+	const char *guid;
+	uint32_t flags;
+	const char *keywords;
+	time_t received_date, save_date;
+	int received_tz;
+	const char *pop3_uidl;
+	uint32_t pop3_order;
+	const char *from_envelope;
+	const char *message_id;
+};
+
+struct sqlbox_save_context {
+	struct mail_save_context ctx;
+	struct sqlbox_mailbox *mbox;
+	struct mail_index_transaction *trans;
+	pool_t pool;
+
+	ARRAY(struct sqlbox_save_mail) mails;
+	/* the mail being saved: its spooling input and hash */
+	struct istream *input;
+	struct sbx_hash *hash;
+	uint32_t seq;
+
+	bool failed:1;
+};
+
+#define SQLBOX_SAVECTX(s) (container_of(s, struct sqlbox_save_context, ctx))
+
+struct mail_save_context *
+sqlbox_save_alloc(struct mailbox_transaction_context *t)
+{
+	struct sqlbox_save_context *ctx;
+
+	i_assert((t->flags & MAILBOX_TRANSACTION_FLAG_EXTERNAL) != 0);
+
+	if (t->save_ctx != NULL) {
+		ctx = SQLBOX_SAVECTX(t->save_ctx);
+		ctx->failed = FALSE;
+		return t->save_ctx;
+	}
+	ctx = i_new(struct sqlbox_save_context, 1);
+	ctx->ctx.transaction = t;
+	ctx->mbox = SQLBOX_MAILBOX(t->box);
+	ctx->trans = t->itrans;
+	ctx->pool = pool_alloconly_create("sqlbox save", 4096);
+	p_array_init(&ctx->mails, ctx->pool, 32);
+	t->save_ctx = &ctx->ctx;
+	return t->save_ctx;
+}
+
+/* The keywords of a mail_keywords as SQL stores them. */
+static const char *
+sqlbox_save_keywords(struct sqlbox_save_context *ctx,
+		     const struct mail_keywords *keywords)
+{
+	const ARRAY_TYPE(keywords) *all =
+		mail_index_get_keywords(ctx->mbox->box.index);
+	string_t *str;
+	unsigned int i;
+
+	if (keywords == NULL || keywords->count == 0)
+		return "";
+	str = t_str_new(64);
+	for (i = 0; i < keywords->count; i++) {
+		if (i > 0)
+			str_append_c(str, ' ');
+		str_append(str, array_idx_elem(all, keywords->idx[i]));
+	}
+	return str_c(str);
+}
+
+/* Appends the index record of a new mail and fills the parts of its
+   record that come from the save data. */
+static struct sqlbox_save_mail *
+sqlbox_save_add(struct sqlbox_save_context *ctx)
+{
+	struct mail_save_data *mdata = &ctx->ctx.data;
+	struct sqlbox_save_mail *smail;
+
+	smail = array_append_space(&ctx->mails);
+	mail_index_append(ctx->trans, mdata->uid, &smail->seq);
+	mail_index_update_flags(ctx->trans, smail->seq, MODIFY_REPLACE,
+				mdata->flags & ENUM_NEGATE(MAIL_RECENT));
+	if (mdata->keywords != NULL) {
+		mail_index_update_keywords(ctx->trans, smail->seq,
+					   MODIFY_REPLACE, mdata->keywords);
+	}
+	if (mdata->min_modseq != 0)
+		mail_index_update_modseq(ctx->trans, smail->seq,
+					 mdata->min_modseq);
+	ctx->seq = smail->seq;
+
+	smail->flags = mdata->flags & SBX_FLAGS_MASK;
+	smail->keywords = p_strdup(ctx->pool,
+				   sqlbox_save_keywords(ctx, mdata->keywords));
+	return smail;
+}
+
+/* Copies what the commit needs from the save data, which
+   index_save_context_free() clears. */
+static void sqlbox_save_set_data(struct sqlbox_save_context *ctx,
+				 struct sqlbox_save_mail *smail)
+{
+	struct mail_save_data *mdata = &ctx->ctx.data;
+	guid_128_t guid;
+
+	if (mdata->guid != NULL && *mdata->guid != '\0')
+		smail->guid = p_strdup(ctx->pool, mdata->guid);
+	else {
+		guid_128_generate(guid);
+		smail->guid = p_strdup(ctx->pool, guid_128_to_string(guid));
+	}
+	smail->received_date = mdata->received_date != (time_t)-1 ?
+		mdata->received_date : ioloop_time;
+	smail->received_tz = mdata->received_tz_offset;
+	smail->save_date = mdata->save_date != (time_t)-1 ?
+		mdata->save_date : ioloop_time;
+	smail->pop3_uidl = p_strdup_empty(ctx->pool, mdata->pop3_uidl);
+	smail->pop3_order = mdata->pop3_order;
+	smail->from_envelope = p_strdup_empty(ctx->pool, mdata->from_envelope);
+}
+
+int sqlbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
+{
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+	struct mail_user *user = _ctx->transaction->box->storage->user;
+	struct istream *crlf_input, *hash_input;
+	string_t *temp_prefix = t_str_new(128);
+
+	ctx->failed = FALSE;
+	(void)sqlbox_save_add(ctx);
+	mail_set_seq_saving(_ctx->dest_mail, ctx->seq);
+
+	ctx->hash = sbx_hash_alloc();
+	if (ctx->hash == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "sqlbox: SHA-256 unavailable");
+	/* the one place line endings become CRLF */
+	crlf_input = i_stream_create_crlf(input);
+	hash_input = i_stream_create_sqlbox_hash(crlf_input, ctx->hash);
+	i_stream_unref(&crlf_input);
+	ctx->input = index_mail_cache_parse_init(_ctx->dest_mail, hash_input);
+	i_stream_unref(&hash_input);
+
+	mail_user_set_get_temp_prefix(temp_prefix, user->set);
+	_ctx->data.output = iostream_temp_create_named(str_c(temp_prefix), 0,
+						       "sqlbox save");
+	if (_ctx->data.received_date == (time_t)-1)
+		_ctx->data.received_date = ioloop_time;
+	return 0;
+}
+
+int sqlbox_save_continue(struct mail_save_context *_ctx)
+{
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+	const struct sqlbox_settings *set =
+		sqlbox_mailbox_get_settings(ctx->mbox);
+
+	if (ctx->failed)
+		return -1;
+	if (index_storage_save_continue(_ctx, ctx->input,
+					_ctx->dest_mail) < 0) {
+		ctx->failed = TRUE;
+		return -1;
+	}
+	if (set->max_message_size != 0 &&
+	    ctx->input->v_offset > set->max_message_size) {
+		mail_storage_set_error(_ctx->transaction->box->storage,
+			MAIL_ERROR_LIMIT, t_strdup_printf(
+				"Message is larger than %"PRIuUOFF_T" bytes",
+				set->max_message_size));
+		ctx->failed = TRUE;
+		return -1;
+	}
+	return 0;
+}
+
+/* The Message-ID header of a spooled message, for the Sent-copy dedup.
+   Read from the spool: the mail itself may not be read during a save. */
+static const char *sqlbox_save_get_message_id(struct istream *spool)
+{
+	struct message_header_parser_ctx *parser;
+	struct message_header_line *hdr;
+	struct istream *input;
+	const char *value = NULL;
+
+	input = i_stream_create_limit(spool, UOFF_T_MAX);
+	parser = message_parse_header_init(input, NULL,
+					   MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE);
+	while (message_parse_header_next(parser, &hdr) > 0) {
+		if (hdr->eoh)
+			break;
+		if (hdr->continues) {
+			hdr->use_full_value = TRUE;
+			continue;
+		}
+		if (strcasecmp(hdr->name, "Message-ID") == 0) {
+			value = t_str_trim(t_strndup(hdr->full_value,
+						     hdr->full_value_len),
+					   " \t");
+			break;
+		}
+	}
+	message_parse_header_deinit(&parser);
+	i_stream_unref(&input);
+	return value == NULL || *value == '\0' ? NULL : value;
+}
+
+int sqlbox_save_finish(struct mail_save_context *_ctx)
+{
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+	struct sqlbox_save_mail *smail = array_back_modifiable(&ctx->mails);
+	struct istream *input = NULL;
+	const char *message_id;
+
+	i_assert(smail->seq == ctx->seq);
+	if (!ctx->failed && o_stream_finish(_ctx->data.output) < 0) {
+		mail_set_critical(_ctx->dest_mail, "sqlbox: write(%s) failed: %s",
+				  o_stream_get_name(_ctx->data.output),
+				  o_stream_get_error(_ctx->data.output));
+		ctx->failed = TRUE;
+	}
+	if (!ctx->failed)
+		input = iostream_temp_finish(&_ctx->data.output, IO_BLOCK_SIZE);
+	else
+		o_stream_destroy(&_ctx->data.output);
+	index_mail_cache_parse_deinit(_ctx->dest_mail,
+				      _ctx->data.received_date, !ctx->failed);
+	i_stream_unref(&ctx->input);
+
+	if (!ctx->failed) {
+		smail->input = input;
+		if (i_stream_get_size(input, TRUE, &smail->size) <= 0) {
+			mail_set_critical(_ctx->dest_mail,
+				"sqlbox: size of the spooled message unknown");
+			ctx->failed = TRUE;
+		}
+	}
+	sbx_hash_final(ctx->hash, smail->sha256);
+	sbx_hash_free(&ctx->hash);
+
+	if (!ctx->failed) {
+		sqlbox_save_set_data(ctx, smail);
+		message_id = sqlbox_save_get_message_id(smail->input);
+		smail->message_id = p_strdup(ctx->pool, message_id);
+	} else {
+		i_stream_unref(&smail->input);
+		index_storage_save_abort_last(_ctx, smail->seq);
+		array_pop_back(&ctx->mails);
+	}
+	index_save_context_free(_ctx);
+	return ctx->failed ? -1 : 0;
+}
+
+void sqlbox_save_cancel(struct mail_save_context *_ctx)
+{
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+
+	ctx->failed = TRUE;
+	(void)sqlbox_save_finish(_ctx);
+}
+
+/* COPY/MOVE within one database shares the body; anything else (another
+   user, another storage, a virtual mailbox) is saved from the stream. */
+int sqlbox_copy(struct mail_save_context *_ctx, struct mail *mail)
+{
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+	struct sqlbox_mailbox *src_mbox;
+	struct sqlbox_save_mail *smail;
+	struct mail *backend;
+	struct sbx_msg msg;
+	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
+	int ret;
+
+	if (mail_get_backend_mail(mail, &backend) < 0)
+		return -1;
+	if (backend->box->storage->v.alloc != sqlbox_storage.v.alloc ||
+	    sqlbox_mailbox_get_db(SQLBOX_MAILBOX(backend->box)) != db ||
+	    _ctx->data.guid != NULL || ctx->mbox->box.disable_reflink_copy_to)
+		return mail_storage_copy(_ctx, mail);
+
+	src_mbox = SQLBOX_MAILBOX(backend->box);
+	ret = sbx_msg_lookup(db, src_mbox->mailbox_id, backend->uid, &msg);
+	if (ret <= 0) {
+		if (ret < 0)
+			sqlbox_set_box_error(&ctx->mbox->box, db);
+		else
+			mail_set_expunged(mail);
+		index_save_context_free(_ctx);
+		return -1;
+	}
+
+	ctx->failed = FALSE;
+	smail = sqlbox_save_add(ctx);
+	smail->copy_body_id = msg.body_id;
+	smail->size = msg.physical_size;
+	smail->guid = p_strdup(ctx->pool, msg.guid);
+	smail->received_date = (time_t)msg.received_date;
+	smail->received_tz = msg.received_tz;
+	smail->save_date = _ctx->data.save_date != (time_t)-1 ?
+		_ctx->data.save_date : ioloop_time;
+	smail->pop3_uidl = p_strdup(ctx->pool, msg.pop3_uidl);
+	smail->pop3_order = msg.pop3_order;
+	smail->from_envelope = p_strdup(ctx->pool, msg.from_envelope);
+	smail->message_id = p_strdup(ctx->pool, msg.message_id);
+
+	index_copy_cache_fields(_ctx, mail, smail->seq);
+	if (_ctx->dest_mail != NULL)
+		mail_set_seq_saving(_ctx->dest_mail, smail->seq);
+	index_save_context_free(_ctx);
+	return 0;
+}
+
+struct istream *
+sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
+{
+	struct sqlbox_save_context *ctx;
+	const struct sqlbox_save_mail *smail;
+
+	if (t->save_ctx == NULL)
+		return NULL;
+	ctx = SQLBOX_SAVECTX(t->save_ctx);
+	array_foreach(&ctx->mails, smail) {
+		if (smail->seq != seq)
+			continue;
+		if (smail->copy_body_id != 0) {
+			return i_stream_create_sqlbox_body(
+				sqlbox_mailbox_get_db(ctx->mbox),
+				smail->copy_body_id, smail->size);
+		}
+		if (smail->input == NULL)
+			return NULL;	/* still being spooled */
+		return i_stream_create_limit(smail->input, UOFF_T_MAX);
+	}
+	return NULL;
+}
+
+/* Stores a spooled body, or finds an identical one already stored. */
+static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
+				  struct sqlbox_save_mail *smail,
+				  int64_t *body_id_r)
+{
+	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
+	struct sbx_body_writer *writer;
+	const unsigned char *data;
+	size_t size;
+	ssize_t ret;
+
+	if (smail->copy_body_id != 0) {
+		*body_id_r = smail->copy_body_id;
+		return 0;
+	}
+	ret = sbx_body_lookup_hash(db, smail->sha256, smail->size, body_id_r);
+	if (ret != 0)
+		return ret < 0 ? -1 : 0;
+
+	if (sbx_body_writer_open(db, smail->sha256, smail->size, smail->size,
+				 &writer) < 0)
+		return -1;
+	i_stream_seek(smail->input, 0);
+	while ((ret = i_stream_read_more(smail->input, &data, &size)) > 0) {
+		if (sbx_body_writer_write(writer, data, size) < 0) {
+			sbx_body_writer_abort(&writer);
+			return -1;
+		}
+		i_stream_skip(smail->input, size);
+	}
+	if (smail->input->stream_errno != 0) {
+		sbx_body_writer_abort(&writer);
+		mailbox_set_critical(&ctx->mbox->box,
+			"sqlbox: read(%s) failed: %s",
+			i_stream_get_name(smail->input),
+			i_stream_get_error(smail->input));
+		return -2;
+	}
+	return sbx_body_writer_close(&writer, body_id_r);
+}
+
+static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
+			      struct sqlbox_save_mail *smail, uint32_t uid,
+			      uint64_t modseq)
+{
+	struct sbx_msg_new msg;
+	int ret;
+
+	i_zero(&msg);
+	ret = sqlbox_save_store_body(ctx, smail, &msg.body_id);
+	if (ret < 0)
+		return ret;
+	msg.uid = uid;
+	msg.guid = smail->guid;
+	msg.flags = smail->flags;
+	msg.keywords = smail->keywords;
+	msg.modseq = modseq;
+	msg.received_date = smail->received_date;
+	msg.received_tz = smail->received_tz;
+	msg.save_date = smail->save_date;
+	msg.pop3_uidl = smail->pop3_uidl;
+	msg.pop3_order = smail->pop3_order;
+	msg.from_envelope = smail->from_envelope;
+	msg.message_id = smail->message_id;
+	return sbx_msg_append(sqlbox_mailbox_get_db(ctx->mbox),
+			      ctx->mbox->mailbox_id, &msg);
+}
+
+int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
+{
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+	struct mailbox_transaction_context *t = _ctx->transaction;
+	struct sqlbox_mailbox *mbox = ctx->mbox;
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	struct sqlbox_save_mail *smail;
+	struct seq_range_iter iter;
+	struct sbx_mailbox row;
+	unsigned int n = 0;
+	uint64_t modseq;
+	uint32_t uid;
+	int ret;
+
+	if (array_count(&ctx->mails) == 0)
+		return 0;
+
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
+		sqlbox_set_box_error(&mbox->box, db);
+		sqlbox_transaction_save_rollback(_ctx);
+		return -1;
+	}
+	/* every UID SQL gave out must be in the index before ours */
+	if (sqlbox_sync(mbox, SQLBOX_SYNC_FLAG_IN_WRITE_TX) < 0)
+		goto fail_quiet;
+	ret = sbx_mailbox_lookup_id(db, mbox->mailbox_id, &row);
+	if (ret <= 0) {
+		if (ret == 0)
+			mailbox_set_deleted(&mbox->box);
+		goto fail;
+	}
+	if (sbx_mailbox_modseq_alloc(db, mbox->mailbox_id, &modseq) < 0)
+		goto fail;
+
+	mail_index_append_finish_uids(ctx->trans, row.uidnext,
+				      &t->changes->saved_uids);
+	seq_range_array_iter_init(&iter, &t->changes->saved_uids);
+	array_foreach_modifiable(&ctx->mails, smail) {
+		if (!seq_range_array_iter_nth(&iter, n++, &uid))
+			i_unreached();
+		ret = sqlbox_save_insert(ctx, smail, uid, modseq);
+		if (ret == -2)
+			goto fail_quiet;
+		if (ret < 0)
+			goto fail;
+	}
+	if (sbx_tx_commit(db) < 0)
+		goto fail_committed;
+	t->changes->uid_validity = row.uidvalidity;
+	return 0;
+
+fail:
+	sqlbox_set_box_error(&mbox->box, db);
+fail_quiet:
+	sbx_tx_rollback(db);
+	sqlbox_transaction_save_rollback(_ctx);
+	return -1;
+fail_committed:
+	sqlbox_set_box_error(&mbox->box, db);
+	sqlbox_transaction_save_rollback(_ctx);
+	return -1;
+}
+
+static void sqlbox_save_free(struct sqlbox_save_context *ctx)
+{
+	struct sqlbox_save_mail *smail;
+
+	array_foreach_modifiable(&ctx->mails, smail)
+		i_stream_unref(&smail->input);
+	i_stream_unref(&ctx->input);
+	sbx_hash_free(&ctx->hash);
+	pool_unref(&ctx->pool);
+	i_free(ctx);
+}
+
+void sqlbox_transaction_save_commit_post(struct mail_save_context *_ctx,
+	struct mail_index_transaction_commit_result *result ATTR_UNUSED)
+{
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+
+	_ctx->transaction = NULL;	/* already freed */
+	sqlbox_save_free(ctx);
+}
+
+void sqlbox_transaction_save_rollback(struct mail_save_context *_ctx)
+{
+	sqlbox_save_free(SQLBOX_SAVECTX(_ctx));
+}

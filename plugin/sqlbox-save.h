@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SQLBOX_SAVE_H
+#define SQLBOX_SAVE_H
+
+struct mail_save_context *
+sqlbox_save_alloc(struct mailbox_transaction_context *t);
+int sqlbox_save_begin(struct mail_save_context *ctx, struct istream *input);
+int sqlbox_save_continue(struct mail_save_context *ctx);
+int sqlbox_save_finish(struct mail_save_context *ctx);
+void sqlbox_save_cancel(struct mail_save_context *ctx);
+int sqlbox_copy(struct mail_save_context *ctx, struct mail *mail);
+
+int sqlbox_transaction_save_commit_pre(struct mail_save_context *ctx);
+void sqlbox_transaction_save_commit_post(struct mail_save_context *ctx,
+	struct mail_index_transaction_commit_result *result);
+void sqlbox_transaction_save_rollback(struct mail_save_context *ctx);
+
+/* The stream of a mail being saved in transaction t (sequence seq), for
+   reading it back before the commit (LDA, Sieve, quota). NULL if there is
+   no such mail. The caller owns the returned reference. */
+struct istream *
+sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq);
+
+#endif

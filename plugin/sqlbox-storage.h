@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef SQLBOX_STORAGE_H
+#define SQLBOX_STORAGE_H
+
+#include "index-storage.h"
+#include "mailbox-list-private.h"
+#include "sqlbox-settings.h"
+
+#define SQLBOX_STORAGE_NAME "sqlbox"
+#define SQLBOX_DB_FILE_NAME "mail.sqlite"
+
+struct sbx_db;
+
+/* The mailbox list owns the user's database connection: the list is
+   created before the storage and lives as long as the namespace. */
+struct sqlbox_mailbox_list {
+	struct mailbox_list list;
+	struct sbx_db *db;
+	const char *db_path;
+	struct sqlbox_settings set;
+};
+
+struct sqlbox_storage {
+	struct mail_storage storage;
+	struct sqlbox_mailbox_list *list; /* borrowed; owns the db */
+};
+
+struct sqlbox_mailbox {
+	struct mailbox box;
+	struct sqlbox_storage *storage;
+
+	/* The mailbox's row, as of the last open or sync. */
+	int64_t mailbox_id;
+	uint32_t uidvalidity;
+	guid_128_t guid;
+
+	/* The highest MODSEQ of SQL already imported into the index; 0
+	   means nothing imported yet (the next sync is a full import). */
+	uint64_t pulled_modseq;
+	/* A push failed after the index already had the changes: the next
+	   sync resets the index and imports everything again. */
+	bool need_full_import:1;
+};
+
+#define SQLBOX_LIST(l) (container_of(l, struct sqlbox_mailbox_list, list))
+#define SQLBOX_STORAGE(s) (container_of(s, struct sqlbox_storage, storage))
+#define SQLBOX_MAILBOX(b) (container_of(b, struct sqlbox_mailbox, box))
+
+extern struct mail_storage sqlbox_storage;
+extern struct mailbox_list sqlbox_mailbox_list;
+extern struct mail_vfuncs sqlbox_mail_vfuncs;
+
+/* The database of the mailbox's namespace. */
+static inline struct sbx_db *sqlbox_mailbox_get_db(struct sqlbox_mailbox *mbox)
+{
+	return SQLBOX_LIST(mbox->box.list)->db;
+}
+
+static inline const struct sqlbox_settings *
+sqlbox_mailbox_get_settings(struct sqlbox_mailbox *mbox)
+{
+	return &SQLBOX_LIST(mbox->box.list)->set;
+}
+
+#endif

@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: MIT */
+/* Syncing a mailbox's in-memory index with SQL, the source of truth.
+
+   One sync is one index sync session inside one SQL transaction:
+     push: the flag, keyword and expunge changes this process committed to
+           the index (the index's sync records) are written to SQL under
+           one new MODSEQ; expunges leave tombstones;
+     pull: rows whose modseq is above the mailbox's cursor, and tombstones
+           above it, are applied through the index sync transaction, which
+           is external, so they never come back as sync records.
+   A sync without local changes only reads (a WAL snapshot: it never waits
+   for writers); one with changes takes the write lock first, before the
+   index lock (lock order: mail.sqlite.lock, BEGIN IMMEDIATE, index).
+   The first sync of a fresh index imports every row. If SQL's UIDVALIDITY
+   differs from the index's, the index is reset and imported again, as
+   maildir does when its uidlist changes. */
+
+#include "lib.h"
+#include "array.h"
+#include "seq-range-array.h"
+#include "mail-index-modseq.h"
+#include "index-sync-private.h"
+#include "sbx-db.h"
+#include "sbx-mailbox.h"
+#include "sbx-msg.h"
+#include "sqlbox-error.h"
+#include "sqlbox-storage.h"
+#include "sqlbox-sync.h"
+
+struct sqlbox_sync_context {
+	struct sqlbox_mailbox *mbox;
+	struct sbx_db *db;
+	enum sqlbox_sync_flags flags;
+
+	struct mail_index_sync_ctx *index_sync_ctx;
+	struct mail_index_view *sync_view;
+	struct mail_index_transaction *trans;
+
+	/* the next UID the sync transaction may append */
+	uint32_t next_uid;
+	/* the MODSEQ of this sync's push, 0 until the first change */
+	uint64_t push_modseq;
+	/* UIDs the push expunged: the pull must not expunge them twice */
+	ARRAY_TYPE(seq_range) pushed_expunges;
+
+	bool write_tx:1;
+	bool reset:1;
+};
+
+/* Keyword lists are stored sorted and space separated. */
+static int sqlbox_keyword_cmp(const char *const *a, const char *const *b)
+{
+	return strcmp(*a, *b);
+}
+
+static const char *sqlbox_keywords_join(ARRAY_TYPE(const_string) *names)
+{
+	array_sort(names, sqlbox_keyword_cmp);
+	array_append_zero(names);
+	return t_strarray_join(array_front(names), " ");
+}
+
+/* Adds or removes one keyword of a stored keyword list. */
+static const char *
+sqlbox_keywords_change(const char *keywords, const char *name, bool add)
+{
+	const char *const *old = t_strsplit_spaces(keywords, " ");
+	ARRAY_TYPE(const_string) names;
+	bool found = FALSE;
+
+	t_array_init(&names, 8);
+	for (; *old != NULL; old++) {
+		if (strcmp(*old, name) == 0) {
+			found = TRUE;
+			if (!add)
+				continue;
+		}
+		array_push_back(&names, old);
+	}
+	if (add && !found)
+		array_push_back(&names, &name);
+	return sqlbox_keywords_join(&names);
+}
+
+/* The index's keywords of a message, as stored in SQL. */
+static const char *
+sqlbox_sync_index_keywords(struct sqlbox_sync_context *ctx, uint32_t seq)
+{
+	const ARRAY_TYPE(keywords) *all =
+		mail_index_get_keywords(ctx->mbox->box.index);
+	ARRAY_TYPE(keyword_indexes) idx;
+	ARRAY_TYPE(const_string) names;
+	unsigned int kw_idx;
+
+	t_array_init(&idx, 8);
+	t_array_init(&names, 8);
+	mail_index_lookup_keywords(ctx->sync_view, seq, &idx);
+	array_foreach_elem(&idx, kw_idx) {
+		const char *name = array_idx_elem(all, kw_idx);
+
+		array_push_back(&names, &name);
+	}
+	return sqlbox_keywords_join(&names);
+}
+
+static int sqlbox_sync_get_push_modseq(struct sqlbox_sync_context *ctx)
+{
+	if (ctx->push_modseq != 0)
+		return 0;
+	return sbx_mailbox_modseq_alloc(ctx->db, ctx->mbox->mailbox_id,
+					&ctx->push_modseq);
+}
+
+static int
+sqlbox_sync_push_flags(struct sqlbox_sync_context *ctx,
+		       const struct mail_index_sync_rec *rec, uint32_t uid)
+{
+	const ARRAY_TYPE(keywords) *all =
+		mail_index_get_keywords(ctx->mbox->box.index);
+	struct sbx_msg msg;
+	const char *keywords, *name;
+	uint32_t flags;
+	int ret;
+
+	ret = sbx_msg_lookup(ctx->db, ctx->mbox->mailbox_id, uid, &msg);
+	if (ret <= 0)
+		return ret;	/* expunged meanwhile: nothing to change */
+	flags = msg.flags;
+	keywords = t_strdup(msg.keywords);
+
+	switch (rec->type) {
+	case MAIL_INDEX_SYNC_TYPE_FLAGS:
+		flags = (flags | rec->add_flags) & ~(uint32_t)rec->remove_flags;
+		flags &= SBX_FLAGS_MASK;
+		break;
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD:
+	case MAIL_INDEX_SYNC_TYPE_KEYWORD_REMOVE:
+		name = array_idx_elem(all, rec->keyword_idx);
+		keywords = sqlbox_keywords_change(keywords, name,
+			rec->type == MAIL_INDEX_SYNC_TYPE_KEYWORD_ADD);
+		break;
+	case MAIL_INDEX_SYNC_TYPE_EXPUNGE:
+		i_unreached();
+	}
+	if (flags == msg.flags && strcmp(keywords, msg.keywords) == 0)
+		return 0;
+	if (sqlbox_sync_get_push_modseq(ctx) < 0)
+		return -1;
+	ret = sbx_msg_update_flags(ctx->db, ctx->mbox->mailbox_id, uid, flags,
+				   keywords, ctx->push_modseq);
+	return ret < 0 ? -1 : 0;
+}
+
+static int
+sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
+			 uint32_t uid)
+{
+	struct mailbox *box = &ctx->mbox->box;
+
+	if (mail_index_transaction_is_expunged(ctx->trans, seq))
+		return 0;
+	if (sqlbox_sync_get_push_modseq(ctx) < 0)
+		return -1;
+	if (sbx_msg_expunge(ctx->db, ctx->mbox->mailbox_id, uid,
+			    ctx->push_modseq) < 0)
+		return -1;
+	/* the sync record only reports the request: the sync
+	   transaction carries out the expunge (as sdbox does) */
+	mail_index_expunge(ctx->trans, seq);
+	seq_range_array_add(&ctx->pushed_expunges, uid);
+	if (box->opened) {
+		/* plugins (quota) read the mail's sizes while it is still
+		   in the view, like sdbox does */
+		box->tmp_sync_view = ctx->sync_view;
+		mailbox_sync_notify(box, uid, MAILBOX_SYNC_TYPE_EXPUNGE);
+		box->tmp_sync_view = NULL;
+	}
+	return 0;
+}
+
+/* Writes the index's sync records to SQL. Returns 1 if there were any,
+   0 if none, -1 on error. With only a read transaction the first record
+   found returns 1 at once: the caller restarts with the write lock. */
+static int sqlbox_sync_push(struct sqlbox_sync_context *ctx)
+{
+	struct mail_index_sync_rec rec;
+	uint32_t seq, seq1, seq2, uid;
+	bool have_expunges = FALSE;
+	int ret = 0;
+
+	while (mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
+		if (!ctx->write_tx)
+			return 1;
+		ret = 1;
+		if (!mail_index_lookup_seq_range(ctx->sync_view, rec.uid1,
+						 rec.uid2, &seq1, &seq2))
+			continue;
+		for (seq = seq1; seq <= seq2; seq++) {
+			int r;
+
+			mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+			T_BEGIN {
+				if (rec.type == MAIL_INDEX_SYNC_TYPE_EXPUNGE) {
+					r = sqlbox_sync_push_expunge(ctx, seq,
+								     uid);
+					have_expunges = TRUE;
+				} else {
+					r = sqlbox_sync_push_flags(ctx, &rec,
+								   uid);
+				}
+			} T_END;
+			if (r < 0)
+				return -1;
+		}
+	}
+	if (have_expunges && ctx->mbox->box.opened)
+		mailbox_sync_notify(&ctx->mbox->box, 0, 0);
+	return ret;
+}
+
+static void
+sqlbox_sync_set_keywords(struct sqlbox_sync_context *ctx, uint32_t seq,
+			 const char *keywords)
+{
+	struct mail_keywords *kw;
+
+	kw = mail_index_keywords_create(ctx->mbox->box.index,
+					t_strsplit_spaces(keywords, " "));
+	mail_index_update_keywords(ctx->trans, seq, MODIFY_REPLACE, kw);
+	mail_index_keywords_unref(&kw);
+}
+
+static void sqlbox_sync_append(struct sqlbox_sync_context *ctx,
+			       const struct sbx_msg *msg)
+{
+	uint32_t seq;
+
+	mail_index_append(ctx->trans, msg->uid, &seq);
+	mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
+				(enum mail_flags)msg->flags);
+	if (*msg->keywords != '\0')
+		sqlbox_sync_set_keywords(ctx, seq, msg->keywords);
+	ctx->next_uid = msg->uid + 1;
+}
+
+/* Makes an existing index record's flags and keywords equal to SQL's. */
+static void sqlbox_sync_update(struct sqlbox_sync_context *ctx, uint32_t seq,
+			       const struct sbx_msg *msg)
+{
+	const struct mail_index_record *rec;
+	enum mail_flags flags;
+
+	rec = mail_index_lookup(ctx->sync_view, seq);
+	flags = rec->flags & ENUM_NEGATE(MAIL_RECENT);
+	if (flags != (enum mail_flags)msg->flags) {
+		mail_index_update_flags(ctx->trans, seq, MODIFY_REPLACE,
+					(enum mail_flags)msg->flags);
+	}
+	if (strcmp(sqlbox_sync_index_keywords(ctx, seq), msg->keywords) != 0)
+		sqlbox_sync_set_keywords(ctx, seq, msg->keywords);
+}
+
+/* Applies one changed row: a new message is appended, a known one
+   updated, one this index no longer has (expunged here) skipped. */
+static void sqlbox_sync_pull_row(struct sqlbox_sync_context *ctx,
+				 const struct sbx_msg *msg)
+{
+	uint32_t seq;
+
+	if (msg->uid >= ctx->next_uid)
+		sqlbox_sync_append(ctx, msg);
+	else if (!ctx->reset &&
+		 mail_index_lookup_seq(ctx->sync_view, msg->uid, &seq))
+		sqlbox_sync_update(ctx, seq, msg);
+}
+
+static int sqlbox_sync_pull_delta(struct sqlbox_sync_context *ctx,
+				  uint64_t since_modseq)
+{
+	struct sbx_msg_iter *iter;
+	struct sbx_expunge_iter *eiter;
+	struct sbx_msg msg;
+	uint32_t uid, seq;
+	int ret;
+
+	if (sbx_msg_iter_init(ctx->db, ctx->mbox->mailbox_id, since_modseq,
+			      &iter) < 0)
+		return -1;
+	while ((ret = sbx_msg_iter_next(iter, &msg)) > 0) T_BEGIN {
+		sqlbox_sync_pull_row(ctx, &msg);
+	} T_END;
+	if (sbx_msg_iter_deinit(&iter) < 0 || ret < 0)
+		return -1;
+	if (since_modseq == 0 || ctx->reset)
+		return 0;
+
+	if (sbx_expunge_iter_init(ctx->db, ctx->mbox->mailbox_id, since_modseq,
+				  &eiter) < 0)
+		return -1;
+	while ((ret = sbx_expunge_iter_next(eiter, &uid)) > 0) {
+		if (seq_range_exists(&ctx->pushed_expunges, uid))
+			continue;
+		if (mail_index_lookup_seq(ctx->sync_view, uid, &seq) &&
+		    !mail_index_transaction_is_expunged(ctx->trans, seq))
+			mail_index_expunge(ctx->trans, seq);
+	}
+	if (sbx_expunge_iter_deinit(&eiter) < 0 || ret < 0)
+		return -1;
+	return 0;
+}
+
+/* A merge-join of every SQL row with every index record, for an index
+   that already has messages (force-resync). Returns 1 when done, 0 when
+   the index holds a UID below its next_uid that it lacks (it can't be
+   appended: the caller resets the index), -1 on error. */
+static int sqlbox_sync_pull_full(struct sqlbox_sync_context *ctx)
+{
+	struct sbx_msg_iter *iter;
+	struct sbx_msg msg;
+	uint32_t seq = 1, count, uid = 0;
+	int ret, result = 1;
+
+	count = mail_index_view_get_messages_count(ctx->sync_view);
+	if (sbx_msg_iter_init(ctx->db, ctx->mbox->mailbox_id, 0, &iter) < 0)
+		return -1;
+	while (result > 0 && (ret = sbx_msg_iter_next(iter, &msg)) > 0) T_BEGIN {
+		for (; seq <= count; seq++) {
+			mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+			if (uid >= msg.uid)
+				break;
+			mail_index_expunge(ctx->trans, seq);
+		}
+		if (seq <= count && uid == msg.uid)
+			sqlbox_sync_update(ctx, seq++, &msg);
+		else if (msg.uid >= ctx->next_uid)
+			sqlbox_sync_append(ctx, &msg);
+		else
+			result = 0;
+	} T_END;
+	if (sbx_msg_iter_deinit(&iter) < 0 || ret < 0)
+		return -1;
+	for (; result > 0 && seq <= count; seq++)
+		mail_index_expunge(ctx->trans, seq);
+	return result;
+}
+
+static void sqlbox_sync_update_header(struct sqlbox_sync_context *ctx,
+				      const struct sbx_mailbox *row)
+{
+	uint32_t next_uid = row->uidnext;
+
+	if (next_uid > ctx->next_uid) {
+		mail_index_update_header(ctx->trans,
+			offsetof(struct mail_index_header, next_uid),
+			&next_uid, sizeof(next_uid), FALSE);
+	}
+}
+
+/* Reads the mailbox's row and imports what changed. Returns 1 when done,
+   0 when the index must be reset first, -1 on error. */
+static int sqlbox_sync_pull(struct sqlbox_sync_context *ctx)
+{
+	struct sqlbox_mailbox *mbox = ctx->mbox;
+	const struct mail_index_header *hdr;
+	struct sbx_mailbox row;
+	uint32_t uid_validity;
+	int ret;
+
+	ret = sbx_mailbox_lookup_id(ctx->db, mbox->mailbox_id, &row);
+	if (ret <= 0) {
+		if (ret == 0)
+			mailbox_set_deleted(&mbox->box);
+		return -1;
+	}
+	hdr = mail_index_get_header(ctx->sync_view);
+	if (hdr->uid_validity != 0 && hdr->uid_validity != row.uidvalidity &&
+	    !ctx->reset)
+		return 0;
+	if (hdr->uid_validity != row.uidvalidity || ctx->reset) {
+		uid_validity = row.uidvalidity;
+		mail_index_update_header(ctx->trans,
+			offsetof(struct mail_index_header, uid_validity),
+			&uid_validity, sizeof(uid_validity), TRUE);
+	}
+	mbox->uidvalidity = row.uidvalidity;
+	ctx->next_uid = ctx->reset ? 1 : hdr->next_uid;
+
+	if (ctx->reset || (mbox->pulled_modseq == 0 &&
+			   mail_index_view_get_messages_count(ctx->sync_view) == 0)) {
+		/* an empty index: import every row */
+		if (sqlbox_sync_pull_delta(ctx, 0) < 0)
+			return -1;
+	} else if (mbox->pulled_modseq == 0 ||
+		   (ctx->flags & SQLBOX_SYNC_FLAG_FULL) != 0) {
+		ret = sqlbox_sync_pull_full(ctx);
+		if (ret <= 0)
+			return ret;
+	} else if (row.highestmodseq != mbox->pulled_modseq) {
+		if (sqlbox_sync_pull_delta(ctx, mbox->pulled_modseq) < 0)
+			return -1;
+	}
+	sqlbox_sync_update_header(ctx, &row);
+	mbox->pulled_modseq = row.highestmodseq;
+	return 1;
+}
+
+static void sqlbox_sync_tx_rollback(struct sqlbox_sync_context *ctx)
+{
+	if ((ctx->flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) == 0)
+		sbx_tx_rollback(ctx->db);
+}
+
+/* One attempt. Returns 1 done, 0 retry (with the write lock or a reset:
+   see ctx), -1 error. */
+static int sqlbox_sync_try(struct sqlbox_sync_context *ctx)
+{
+	struct mailbox *box = &ctx->mbox->box;
+	uint64_t old_cursor = ctx->mbox->pulled_modseq;
+	enum mail_index_sync_flags sync_flags;
+	int ret;
+
+	if ((ctx->flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) == 0 &&
+	    sbx_tx_begin(ctx->db, ctx->write_tx ? SBX_TX_WRITE :
+			 SBX_TX_READ) < 0) {
+		sqlbox_set_box_error(box, ctx->db);
+		return -1;
+	}
+	sync_flags = index_storage_get_sync_flags(box) |
+		MAIL_INDEX_SYNC_FLAG_AVOID_FLAG_UPDATES;
+	/* like mail_index_sync_begin(), and keeps the mailbox's vsize
+	   header right across expunges */
+	if (index_storage_expunged_sync_begin(box, &ctx->index_sync_ctx,
+					      &ctx->sync_view, &ctx->trans,
+					      sync_flags) < 0) {
+		sqlbox_sync_tx_rollback(ctx);
+		return -1;
+	}
+	if (ctx->reset)
+		mail_index_reset(ctx->trans);
+
+	ret = sqlbox_sync_push(ctx);
+	if (ret > 0 && !ctx->write_tx) {
+		/* local changes: start again holding the write lock */
+		mail_index_sync_rollback(&ctx->index_sync_ctx);
+		index_storage_expunging_deinit(box);
+		sqlbox_sync_tx_rollback(ctx);
+		ctx->write_tx = TRUE;
+		return 0;
+	}
+	if (ret >= 0)
+		ret = sqlbox_sync_pull(ctx);
+	if (ret <= 0) {
+		mail_index_sync_rollback(&ctx->index_sync_ctx);
+		index_storage_expunging_deinit(box);
+		sqlbox_sync_tx_rollback(ctx);
+		ctx->mbox->pulled_modseq = old_cursor;
+		if (ret == 0) {
+			ctx->reset = TRUE;
+			return 0;
+		}
+		if (!box->mailbox_deleted)
+			sqlbox_set_box_error(box, ctx->db);
+		if (ctx->push_modseq != 0) {
+			/* the index already shows changes SQL doesn't have */
+			ctx->mbox->need_full_import = TRUE;
+		}
+		return -1;
+	}
+
+	if ((ctx->flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) == 0 &&
+	    sbx_tx_commit(ctx->db) < 0) {
+		sqlbox_set_box_error(box, ctx->db);
+		mail_index_sync_rollback(&ctx->index_sync_ctx);
+		index_storage_expunging_deinit(box);
+		ctx->mbox->pulled_modseq = old_cursor;
+		if (ctx->push_modseq != 0)
+			ctx->mbox->need_full_import = TRUE;
+		return -1;
+	}
+	ret = mail_index_sync_commit(&ctx->index_sync_ctx);
+	index_storage_expunging_deinit(box);
+	if (ret < 0) {
+		/* SQL has it all; the next sync imports it again */
+		mailbox_set_index_error(box);
+		ctx->mbox->pulled_modseq = 0;
+		ctx->mbox->need_full_import = TRUE;
+		return -1;
+	}
+	return 1;
+}
+
+int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
+{
+	struct sqlbox_sync_context ctx;
+	unsigned int attempts = 0;
+	int ret;
+
+	i_zero(&ctx);
+	ctx.mbox = mbox;
+	ctx.db = sqlbox_mailbox_get_db(mbox);
+	ctx.flags = flags;
+	ctx.write_tx = (flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) != 0;
+	if (mbox->need_full_import) {
+		ctx.reset = TRUE;
+		mbox->need_full_import = FALSE;
+	}
+	i_array_init(&ctx.pushed_expunges, 8);
+	do {
+		array_clear(&ctx.pushed_expunges);
+		ctx.push_modseq = 0;
+		ret = sqlbox_sync_try(&ctx);
+	} while (ret == 0 && ++attempts < 3);
+	array_free(&ctx.pushed_expunges);
+	if (ret == 0) {
+		mailbox_set_critical(&mbox->box,
+			"sqlbox: sync did not settle after %u attempts",
+			attempts);
+		return -1;
+	}
+	return ret < 0 ? -1 : 0;
+}
+
+struct mailbox_sync_context *
+sqlbox_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
+{
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
+	enum sqlbox_sync_flags sync_flags = 0;
+	bool failed = FALSE;
+
+	if (!box->opened && mailbox_open(box) < 0)
+		failed = TRUE;
+	if ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0)
+		sync_flags |= SQLBOX_SYNC_FLAG_FULL;
+	if (!failed && (sync_flags != 0 || mbox->need_full_import ||
+			index_mailbox_want_full_sync(box, flags))) {
+		if (sqlbox_sync(mbox, sync_flags) < 0)
+			failed = TRUE;
+	}
+	return index_mailbox_sync_init(box, flags, failed);
+}

@@ -1,0 +1,672 @@
+/* SPDX-License-Identifier: MIT */
+/* Opening a user's database, the write lock and transactions.
+
+   A process holds one handle per database file, shared through a
+   per-process registry by every mailbox and storage that opens the same
+   path (Dovecot may open one user's storage twice in a process). The
+   write lock is flock(2) on "<path>.lock", taken with a timed wait around
+   every write transaction and never nested; SQLite's own BEGIN IMMEDIATE
+   comes second (lock order: lock file, then SQLite). WAL auto-checkpoints
+   run inside COMMIT, so under the lock too, and checkpoint-on-close is
+   off: with writers and checkpoints serialised, the WAL-reset race of
+   SQLite before 3.51.3 cannot happen (DESIGN.md section 4). A commit hook
+   refuses every commit that does not come from sbx_tx_commit(), so no
+   write escapes a locked transaction. The workload: one Dovecot process
+   per session, single-threaded, a few processes per user at once. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "sbx-private.h"
+#include "sbx-error.h"
+#include "sbx-migrate.h"
+#include "sbx-stmt.h"
+#include "sbx-db.h"
+
+/* The lock wait sleeps 1, 2, 4, ... ms, at most this long at a time. */
+#define SBX_LOCK_MAX_SLEEP_MSECS 50
+
+/* Open handles of this process. Not thread-safe: neither is Dovecot. */
+static struct sbx_db *sbx_db_registry = NULL;
+
+static struct sbx_db *sbx_db_registry_find(const char *path)
+{
+	struct sbx_db *db;
+	pid_t pid = getpid();
+
+	for (db = sbx_db_registry; db != NULL; db = db->next) {
+		if (db->pid == pid && strcmp(db->path, path) == 0)
+			return db;
+	}
+	return NULL;
+}
+
+static void sbx_db_registry_remove(struct sbx_db *db)
+{
+	struct sbx_db **p;
+
+	for (p = &sbx_db_registry; *p != NULL; p = &(*p)->next) {
+		if (*p == db) {
+			*p = db->next;
+			break;
+		}
+	}
+	db->next = NULL;
+}
+
+int64_t sbx_db_now_msecs(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sbx_sleep_msecs(int64_t msecs)
+{
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)(msecs / 1000);
+	ts.tv_nsec = (long)(msecs % 1000) * 1000000L;
+	/* An interrupted sleep is only a shorter one: the loop re-checks. */
+	(void)nanosleep(&ts, NULL);
+}
+
+int sbx_db_lock(struct sbx_db *db, int64_t *deadline_msecs_r)
+{
+	int64_t deadline, now, delay = 1;
+
+	if (db->lock_held) {
+		return sbx_error_set(db, SBX_ERR_INTERNAL,
+				     "lock '%s': already held (nested lock)",
+				     db->lock_path);
+	}
+	deadline = sbx_db_now_msecs() + db->lock_timeout_msecs;
+	for (;;) {
+		if (flock(db->lock_fd, LOCK_EX | LOCK_NB) == 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK) {
+			return sbx_error_errno(db, errno, "lock '%s'",
+					       db->lock_path);
+		}
+		now = sbx_db_now_msecs();
+		if (now >= deadline) {
+			return sbx_error_set(db, SBX_ERR_BUSY,
+				"lock '%s': timed out after %u ms",
+				db->lock_path, db->lock_timeout_msecs);
+		}
+		sbx_sleep_msecs(delay < deadline - now ? delay :
+				deadline - now);
+		delay = delay * 2 < SBX_LOCK_MAX_SLEEP_MSECS ? delay * 2 :
+			SBX_LOCK_MAX_SLEEP_MSECS;
+	}
+	db->lock_held = true;
+	if (deadline_msecs_r != NULL)
+		*deadline_msecs_r = deadline;
+	return 0;
+}
+
+void sbx_db_unlock(struct sbx_db *db)
+{
+	if (!db->lock_held)
+		return;
+	(void)flock(db->lock_fd, LOCK_UN);
+	db->lock_held = false;
+}
+
+/* Refuses (non-zero: SQLite turns the COMMIT into a rollback) every
+   commit but those sbx_tx_commit() and sbx_db_prepare_file() make. */
+static int sbx_db_commit_hook(void *context)
+{
+	struct sbx_db *db = context;
+
+	return db->is_committing ? 0 : 1;
+}
+
+static struct sbx_db *sbx_db_alloc(const char *path,
+				   const struct sbx_db_settings *set)
+{
+	struct sbx_db *db;
+	size_t len = strlen(path);
+
+	db = calloc(1, sizeof(*db));
+	if (db == NULL)
+		return NULL;
+	db->path = malloc(len + 1);
+	db->lock_path = malloc(len + sizeof(".lock"));
+	if (db->path == NULL || db->lock_path == NULL) {
+		free(db->path);
+		free(db->lock_path);
+		free(db);
+		return NULL;
+	}
+	memcpy(db->path, path, len + 1);
+	memcpy(db->lock_path, path, len);
+	memcpy(db->lock_path + len, ".lock", sizeof(".lock"));
+	db->refcount = 1;
+	db->pid = getpid();
+	db->lock_fd = -1;
+	db->lock_timeout_msecs = SBX_DB_DEFAULT_LOCK_TIMEOUT_MSECS;
+	db->synchronous = SBX_SYNCHRONOUS_FULL;
+	if (set != NULL) {
+		if (set->lock_timeout_msecs != 0)
+			db->lock_timeout_msecs = set->lock_timeout_msecs;
+		/* SQLite's busy timeout is an int. */
+		if (db->lock_timeout_msecs > INT_MAX)
+			db->lock_timeout_msecs = INT_MAX;
+		db->synchronous = set->synchronous;
+	}
+	return db;
+}
+
+static int sbx_db_exec_pragma(struct sbx_db *db, const char *sql)
+{
+	int rc = sqlite3_exec(db->sqlite, sql, NULL, NULL, NULL);
+
+	if (rc != SQLITE_OK) {
+		return sbx_error_sqlite(db, rc, "open database '%s': %s",
+					db->path, sql);
+	}
+	return 0;
+}
+
+static const char *sbx_db_synchronous_pragma(enum sbx_synchronous sync)
+{
+	switch (sync) {
+	case SBX_SYNCHRONOUS_NORMAL:
+		return "PRAGMA synchronous = NORMAL";
+	case SBX_SYNCHRONOUS_OFF:
+		return "PRAGMA synchronous = OFF";
+	case SBX_SYNCHRONOUS_FULL:
+	default:
+		return "PRAGMA synchronous = FULL";
+	}
+}
+
+static int sbx_db_config(struct sbx_db *db, int op, const char *what)
+{
+	int rc = sqlite3_db_config(db->sqlite, op, 1, (int *)NULL);
+
+	if (rc != SQLITE_OK) {
+		return sbx_error_sqlite(db, rc, "open database '%s': %s",
+					db->path, what);
+	}
+	return 0;
+}
+
+/* The connection's settings: the one place for them. */
+static int sbx_db_configure(struct sbx_db *db)
+{
+	/* No schema trick, writable_schema or shadow-table write can
+	   corrupt the file through this connection. */
+	if (sbx_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, "DEFENSIVE") < 0)
+		return -1;
+	/* A checkpoint only ever runs under the lock file (in COMMIT),
+	   never unlocked at close: the WAL-reset race needs one. */
+	if (sbx_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+			  "NO_CKPT_ON_CLOSE") < 0)
+		return -1;
+	/* PRAGMA busy_timeout: SQLite's own locks wait as long as ours. */
+	(void)sqlite3_busy_timeout(db->sqlite, (int)db->lock_timeout_msecs);
+	/* The schema's REFERENCES are enforced for our writes. */
+	if (sbx_db_exec_pragma(db, "PRAGMA foreign_keys = ON") < 0)
+		return -1;
+	/* Triggers and views of the file may not call risky functions. */
+	if (sbx_db_exec_pragma(db, "PRAGMA trusted_schema = OFF") < 0)
+		return -1;
+	/* FULL: an accepted mail is on disk (Dovecot's mail_fsync). */
+	if (sbx_db_exec_pragma(db,
+			sbx_db_synchronous_pragma(db->synchronous)) < 0)
+		return -1;
+	sqlite3_commit_hook(db->sqlite, sbx_db_commit_hook, db);
+	return 0;
+}
+
+static int sbx_db_open_files(struct sbx_db *db)
+{
+	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+		SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+	int rc;
+
+	rc = sqlite3_open_v2(db->path, &db->sqlite, flags, NULL);
+	if (rc != SQLITE_OK) {
+		if (db->sqlite == NULL) {
+			return sbx_error_set(db, SBX_ERR_NOMEM,
+				"open database '%s': out of memory", db->path);
+		}
+		return sbx_error_sqlite(db, rc, "open database '%s'",
+					db->path);
+	}
+	db->lock_fd = open(db->lock_path,
+			   O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (db->lock_fd < 0) {
+		return sbx_error_errno(db, errno, "open lock file '%s'",
+				       db->lock_path);
+	}
+	return sbx_db_configure(db);
+}
+
+int sbx_db_open(const char *path, const struct sbx_db_settings *set,
+		struct sbx_db **db_r)
+{
+	struct sbx_db *db;
+
+	db = sbx_db_registry_find(path);
+	if (db != NULL) {
+		db->refcount++;
+		*db_r = db;
+		return 0;
+	}
+	*db_r = db = sbx_db_alloc(path, set);
+	if (db == NULL)
+		return -1;
+	if (path[0] == '\0') {
+		return sbx_error_set(db, SBX_ERR_INVALID,
+				     "open database: empty path");
+	}
+	if (sbx_db_open_files(db) < 0 || sbx_migrate(db) < 0)
+		return -1;
+	db->next = sbx_db_registry;
+	sbx_db_registry = db;
+	return 0;
+}
+
+void sbx_db_close(struct sbx_db **_db)
+{
+	struct sbx_db *db = *_db;
+
+	if (db == NULL)
+		return;
+	*_db = NULL;
+	if (--db->refcount > 0)
+		return;
+	sbx_tx_rollback(db);
+	sbx_db_registry_remove(db);
+	sbx_stmt_finalize_all(db);
+	(void)sqlite3_close(db->sqlite);
+	if (db->lock_fd >= 0)
+		(void)close(db->lock_fd);
+	free(db->modseqs);
+	free(db->scratch);
+	free(db->path);
+	free(db->lock_path);
+	free(db);
+}
+
+enum sbx_error sbx_db_last_error(struct sbx_db *db, const char **msg_r)
+{
+	if (db == NULL) {
+		/* sbx_db_open() ran out of memory before it had a handle. */
+		*msg_r = "out of memory";
+		return SBX_ERR_NOMEM;
+	}
+	*msg_r = db->error_msg;
+	return db->error;
+}
+
+const char *sbx_db_get_path(struct sbx_db *db)
+{
+	return db->path;
+}
+
+int sbx_db_get_schema_version(struct sbx_db *db)
+{
+	return db->schema_version;
+}
+
+int sbx_db_code_schema_version(void)
+{
+	return sbx_migrate_code_version();
+}
+
+sqlite3 *sbx_db_get_sqlite(struct sbx_db *db)
+{
+	return db->sqlite;
+}
+
+/* Runs one cached transaction-control statement. */
+static int sbx_db_tx_exec(struct sbx_db *db, enum sbx_stmt_id id,
+			  const char *what)
+{
+	sqlite3_stmt *stmt;
+	int ret;
+
+	if (sbx_stmt_get(db, id, &stmt) < 0)
+		return -1;
+	ret = sbx_stmt_exec(db, stmt, "%s on '%s'", what, db->path);
+	sbx_stmt_put(db, stmt);
+	return ret;
+}
+
+/* BEGIN IMMEDIATE waits in SQLite's busy handler only for what is left
+   of the lock timeout after the lock file, then the full timeout is
+   restored for everything else. */
+static int sbx_db_begin_immediate(struct sbx_db *db, int64_t deadline)
+{
+	int64_t left = deadline - sbx_db_now_msecs();
+	int ret;
+
+	if (left < 1)
+		left = 1;
+	(void)sqlite3_busy_timeout(db->sqlite, (int)left);
+	ret = sbx_db_tx_exec(db, SBX_STMT_TX_BEGIN_IMMEDIATE,
+			     "begin write transaction");
+	(void)sqlite3_busy_timeout(db->sqlite, (int)db->lock_timeout_msecs);
+	return ret;
+}
+
+int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind)
+{
+	int64_t deadline;
+
+	if (db->tx_active) {
+		return sbx_error_set(db, SBX_ERR_INTERNAL,
+			"begin transaction on '%s': one is active already",
+			db->path);
+	}
+	if (kind == SBX_TX_READ) {
+		if (sbx_db_tx_exec(db, SBX_STMT_TX_BEGIN,
+				   "begin read transaction") < 0)
+			return -1;
+	} else {
+		if (sbx_db_lock(db, &deadline) < 0)
+			return -1;
+		if (sbx_db_begin_immediate(db, deadline) < 0) {
+			sbx_db_unlock(db);
+			return -1;
+		}
+	}
+	db->tx_active = true;
+	db->tx_write = kind == SBX_TX_WRITE;
+	db->modseq_count = 0;
+	return 0;
+}
+
+/* Forgets the transaction and releases the lock file. */
+static void sbx_tx_end(struct sbx_db *db)
+{
+	db->tx_active = false;
+	db->tx_write = false;
+	db->modseq_count = 0;
+	sbx_db_unlock(db);
+}
+
+int sbx_tx_commit(struct sbx_db *db)
+{
+	int ret;
+
+	if (!db->tx_active) {
+		return sbx_error_set(db, SBX_ERR_INTERNAL,
+			"commit transaction on '%s': none is active",
+			db->path);
+	}
+	if (sqlite3_get_autocommit(db->sqlite) != 0) {
+		/* SQLite rolled back by itself after an error (FULL, IOERR,
+		   NOMEM): the caller missed a failure. */
+		sbx_tx_end(db);
+		return sbx_error_set(db, SBX_ERR_INTERNAL,
+			"commit transaction on '%s': SQLite rolled it back "
+			"after an earlier error", db->path);
+	}
+	db->is_committing = true;
+	ret = sbx_db_tx_exec(db, SBX_STMT_TX_COMMIT, "commit transaction");
+	db->is_committing = false;
+	if (ret < 0) {
+		sbx_tx_rollback(db);
+		return -1;
+	}
+	sbx_tx_end(db);
+	return 0;
+}
+
+void sbx_tx_rollback(struct sbx_db *db)
+{
+	enum sbx_error error;
+	char msg[SBX_DB_ERROR_MSG_SIZE];
+
+	if (!db->tx_active)
+		return;
+	if (sqlite3_get_autocommit(db->sqlite) == 0) {
+		/* Keep the first error: the one that made us roll back. */
+		error = db->error;
+		memcpy(msg, db->error_msg, sizeof(msg));
+		(void)sbx_db_tx_exec(db, SBX_STMT_TX_ROLLBACK,
+				     "roll back transaction");
+		db->error = error;
+		memcpy(db->error_msg, msg, sizeof(msg));
+	}
+	sbx_tx_end(db);
+}
+
+bool sbx_tx_is_active(struct sbx_db *db)
+{
+	return db->tx_active;
+}
+
+bool sbx_tx_is_write(struct sbx_db *db)
+{
+	return db->tx_active && db->tx_write;
+}
+
+int sbx_db_require_write(struct sbx_db *db, const char *what)
+{
+	if (db->tx_active && db->tx_write)
+		return 0;
+	return sbx_error_set(db, SBX_ERR_INTERNAL,
+			     "%s: needs a write transaction", what);
+}
+
+/* Reads the single integer a statement returns. */
+static int sbx_db_read_int64(struct sbx_db *db, enum sbx_stmt_id id,
+			     int64_t *value_r)
+{
+	sqlite3_stmt *stmt;
+	int ret;
+
+	if (sbx_stmt_get(db, id, &stmt) < 0)
+		return -1;
+	ret = sbx_stmt_step_row(db, stmt, "read %s of '%s'",
+				sbx_stmt_name(id), db->path);
+	if (ret > 0)
+		*value_r = sqlite3_column_int64(stmt, 0);
+	else if (ret == 0)
+		*value_r = 0;
+	sbx_stmt_put(db, stmt);
+	return ret < 0 ? -1 : 0;
+}
+
+int sbx_db_get_data_version(struct sbx_db *db, uint32_t *version_r)
+{
+	int64_t value;
+
+	if (sbx_db_read_int64(db, SBX_STMT_DB_DATA_VERSION, &value) < 0)
+		return -1;
+	*version_r = (uint32_t)value;
+	return 0;
+}
+
+int sbx_db_read_user_version(struct sbx_db *db, int *version_r)
+{
+	int64_t value;
+
+	if (sbx_db_read_int64(db, SBX_STMT_DB_USER_VERSION, &value) < 0)
+		return -1;
+	*version_r = (int)value;
+	return 0;
+}
+
+int sbx_db_read_application_id(struct sbx_db *db, int64_t *id_r)
+{
+	int64_t value;
+
+	if (sbx_db_read_int64(db, SBX_STMT_DB_APPLICATION_ID, &value) < 0)
+		return -1;
+	/* SQLite reports the header's 32 bits as a signed integer. */
+	*id_r = (int64_t)(uint32_t)value;
+	return 0;
+}
+
+static int sbx_db_is_wal(struct sbx_db *db, bool *is_wal_r)
+{
+	sqlite3_stmt *stmt;
+	const unsigned char *mode;
+	int ret;
+
+	if (sbx_stmt_get(db, SBX_STMT_DB_JOURNAL_MODE, &stmt) < 0)
+		return -1;
+	ret = sbx_stmt_step_row(db, stmt, "read journal_mode of '%s'",
+				db->path);
+	if (ret > 0) {
+		mode = sqlite3_column_text(stmt, 0);
+		*is_wal_r = mode != NULL &&
+			strcmp((const char *)mode, "wal") == 0;
+	}
+	sbx_stmt_put(db, stmt);
+	return ret < 0 ? -1 : 0;
+}
+
+/* Switches the file to WAL; SQLite answers with the mode in effect. */
+static int sbx_db_set_wal(struct sbx_db *db)
+{
+	sqlite3_stmt *stmt;
+	const unsigned char *mode;
+	bool is_wal = false;
+	int rc;
+
+	/* Concurrent readers and one writer (DESIGN.md section 4). */
+	rc = sqlite3_prepare_v2(db->sqlite, "PRAGMA journal_mode = WAL", -1,
+				&stmt, NULL);
+	if (rc != SQLITE_OK) {
+		return sbx_error_sqlite(db, rc, "open database '%s': "
+					"set journal_mode", db->path);
+	}
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		mode = sqlite3_column_text(stmt, 0);
+		is_wal = mode != NULL &&
+			strcmp((const char *)mode, "wal") == 0;
+	} else {
+		(void)sbx_error_sqlite(db, rc, "open database '%s': "
+				       "set journal_mode", db->path);
+	}
+	(void)sqlite3_finalize(stmt);
+	if (rc != SQLITE_ROW)
+		return -1;
+	if (!is_wal) {
+		return sbx_error_set(db, SBX_ERR_IO, "open database '%s': "
+				     "WAL mode was refused", db->path);
+	}
+	return 0;
+}
+
+static int sbx_db_prepare_file_locked(struct sbx_db *db)
+{
+	int64_t pages;
+
+	if (sbx_db_read_int64(db, SBX_STMT_DB_PAGE_COUNT, &pages) < 0)
+		return -1;
+	if (pages == 0) {
+		/* Only a file without pages can get auto_vacuum, and
+		   without it free pages can never be returned without a
+		   full VACUUM. Before WAL: switching writes page 1. */
+		if (sbx_db_exec_pragma(db,
+				"PRAGMA auto_vacuum = INCREMENTAL") < 0)
+			return -1;
+	}
+	return sbx_db_set_wal(db);
+}
+
+int sbx_db_prepare_file(struct sbx_db *db)
+{
+	bool is_wal = false;
+	int ret;
+
+	if (sbx_db_is_wal(db, &is_wal) < 0)
+		return -1;
+	if (is_wal)
+		return 0;
+	if (sbx_db_lock(db, NULL) < 0)
+		return -1;
+	/* These write the header outside any sbx transaction: let the
+	   commit hook pass them. */
+	db->is_committing = true;
+	ret = sbx_db_prepare_file_locked(db);
+	db->is_committing = false;
+	sbx_db_unlock(db);
+	return ret;
+}
+
+int sbx_db_keep_strings(struct sbx_db *db, const char **const strs[],
+			size_t count)
+{
+	size_t i, len, total = 0, pos = 0;
+	char *scratch;
+
+	for (i = 0; i < count; i++) {
+		if (*strs[i] != NULL)
+			total += strlen(*strs[i]) + 1;
+	}
+	if (total > db->scratch_size) {
+		len = total < 256 ? 256 : total;
+		scratch = realloc(db->scratch, len);
+		if (scratch == NULL) {
+			return sbx_error_set(db, SBX_ERR_NOMEM,
+					     "copy strings: out of memory");
+		}
+		db->scratch = scratch;
+		db->scratch_size = len;
+	}
+	for (i = 0; i < count; i++) {
+		if (*strs[i] == NULL)
+			continue;
+		len = strlen(*strs[i]) + 1;
+		memcpy(db->scratch + pos, *strs[i], len);
+		*strs[i] = db->scratch + pos;
+		pos += len;
+	}
+	return 0;
+}
+
+int sbx_db_modseq_get(struct sbx_db *db, int64_t mailbox_id,
+		      uint64_t *modseq_r)
+{
+	size_t i;
+
+	for (i = 0; i < db->modseq_count; i++) {
+		if (db->modseqs[i].mailbox_id == mailbox_id) {
+			*modseq_r = db->modseqs[i].modseq;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int sbx_db_modseq_set(struct sbx_db *db, int64_t mailbox_id, uint64_t modseq)
+{
+	struct sbx_modseq_entry *entries;
+	size_t alloc;
+
+	if (db->modseq_count == db->modseq_alloc) {
+		alloc = db->modseq_alloc == 0 ? 8 : db->modseq_alloc * 2;
+		entries = realloc(db->modseqs, alloc * sizeof(*entries));
+		if (entries == NULL) {
+			return sbx_error_set(db, SBX_ERR_NOMEM,
+					     "allocate modseq: out of memory");
+		}
+		db->modseqs = entries;
+		db->modseq_alloc = alloc;
+	}
+	db->modseqs[db->modseq_count].mailbox_id = mailbox_id;
+	db->modseqs[db->modseq_count].modseq = modseq;
+	db->modseq_count++;
+	return 0;
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* Opening a user's database, transactions and the last error. */
+#ifndef SBX_DB_H
+#define SBX_DB_H
+
+#include "sbx-common.h"
+
+struct sbx_db;
+
+/* PRAGMA synchronous for commits. */
+enum sbx_synchronous {
+	SBX_SYNCHRONOUS_FULL = 0,	/* default: an accepted mail is on disk */
+	SBX_SYNCHRONOUS_NORMAL,
+	SBX_SYNCHRONOUS_OFF,		/* mail_fsync = never */
+};
+
+struct sbx_db_settings {
+	/* How long a write waits for mail.sqlite.lock and SQLite's own lock
+	   before failing with SBX_ERR_BUSY. 0 means the default (30 s). */
+	unsigned int lock_timeout_msecs;
+	enum sbx_synchronous synchronous;
+};
+
+enum sbx_tx_kind {
+	SBX_TX_READ,	/* BEGIN: one consistent snapshot, never waits */
+	SBX_TX_WRITE,	/* flock(mail.sqlite.lock), then BEGIN IMMEDIATE */
+};
+
+/* Opens (creating it and its directory's lock file if needed) the database
+   at path, migrates it to the current schema and returns a handle in *db_r.
+   A process opens each file once: opening the same path again returns the
+   same handle with its reference count raised. Returns 0, or -1 with the
+   cause readable through sbx_db_last_error(*db_r); in both cases the caller
+   owns a reference and releases it with sbx_db_close(). Only if memory
+   runs out is *db_r NULL. set may be NULL for the defaults; a second open
+   of the same path keeps the first open's settings. A fork()ed child
+   never shares its parent's handle: it opens its own. */
+int sbx_db_open(const char *path, const struct sbx_db_settings *set,
+		struct sbx_db **db_r);
+/* Drops one reference; the last one finalizes every statement and closes
+   the connection. Accepts *db == NULL; sets *db to NULL. */
+void sbx_db_close(struct sbx_db **db);
+
+/* The cause of the last failure and a message owned by db, valid until the
+   next call on db. */
+enum sbx_error sbx_db_last_error(struct sbx_db *db, const char **msg_r);
+/* The database file's path, as given to sbx_db_open(). */
+const char *sbx_db_get_path(struct sbx_db *db);
+/* The schema version of the open database. */
+int sbx_db_get_schema_version(struct sbx_db *db);
+/* The schema version this library writes. */
+int sbx_db_code_schema_version(void);
+
+/* Starts a transaction. SBX_TX_WRITE waits up to the lock timeout for the
+   lock file and then for BEGIN IMMEDIATE, failing with SBX_ERR_BUSY.
+   Transactions do not nest: beginning one while one is active is
+   SBX_ERR_INTERNAL. */
+int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind);
+/* Commits; on failure the transaction is rolled back and -1 returned. */
+int sbx_tx_commit(struct sbx_db *db);
+/* Rolls back if a transaction is active; keeps the first error. */
+void sbx_tx_rollback(struct sbx_db *db);
+bool sbx_tx_is_active(struct sbx_db *db);
+bool sbx_tx_is_write(struct sbx_db *db);
+
+/* SQLite's PRAGMA data_version: changes when another connection committed
+   since the last call. Cheap change detection. */
+int sbx_db_get_data_version(struct sbx_db *db, uint32_t *version_r);
+
+#endif

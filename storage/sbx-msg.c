@@ -1,0 +1,458 @@
+/* SPDX-License-Identifier: MIT */
+/* Messages: appending, looking up, changing flags, expunging, and the
+   change feed (messages and tombstones after a MODSEQ).
+
+   The invariant: a UID is never reused in a mailbox. An append below the
+   mailbox's uidnext is refused (here with a clear error, and by a trigger
+   against anyone else), uidnext follows every insert, and an expunge
+   leaves a tombstone in expunged with the MODSEQ of the change, so a
+   client that synchronised before the expunge learns about it
+   (QRESYNC's VANISHED, the plugin's pull). Counters and body references
+   are the triggers' business (sbx-migrations.def). Keywords are stored
+   normalised: sorted, de-duplicated, single spaces. The workload: appends
+   and flag changes a few at a time, change feeds of a few rows, a full
+   listing of a large mailbox now and then. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "sbx-private.h"
+#include "sbx-error.h"
+#include "sbx-stmt.h"
+#include "sbx-body.h"
+#include "sbx-mailbox.h"
+#include "sbx-msg.h"
+
+struct sbx_msg_iter {
+	struct sbx_db *db;
+	sqlite3_stmt *stmt;
+	bool failed;
+	bool done;
+};
+
+struct sbx_expunge_iter {
+	struct sbx_db *db;
+	sqlite3_stmt *stmt;
+	bool failed;
+	bool done;
+};
+
+static int sbx_keyword_cmp(const void *p1, const void *p2)
+{
+	const char *const *k1 = p1, *const *k2 = p2;
+
+	return strcmp(*k1, *k2);
+}
+
+/* Splits buf in place on spaces into words[]; returns their count. */
+static size_t sbx_keywords_split(char *buf, char **words)
+{
+	size_t count = 0;
+	char *p = buf;
+
+	for (;;) {
+		while (*p == ' ')
+			p++;
+		if (*p == '\0')
+			break;
+		words[count++] = p;
+		while (*p != ' ' && *p != '\0')
+			p++;
+		if (*p == '\0')
+			break;
+		*p++ = '\0';
+	}
+	return count;
+}
+
+char *sbx_keywords_normalize(const char *keywords)
+{
+	size_t len, count, i, pos = 0;
+	char *buf, *out, **words;
+
+	if (keywords == NULL)
+		keywords = "";
+	len = strlen(keywords);
+	buf = malloc(len + 1);
+	out = malloc(len + 1);
+	/* At most one word per two bytes ("a b c"), plus one. */
+	words = malloc((len / 2 + 1) * sizeof(*words));
+	if (buf == NULL || out == NULL || words == NULL)
+		goto out_free;
+	memcpy(buf, keywords, len + 1);
+	count = sbx_keywords_split(buf, words);
+	qsort(words, count, sizeof(*words), sbx_keyword_cmp);
+	for (i = 0; i < count; i++) {
+		if (i > 0 && strcmp(words[i], words[i - 1]) == 0)
+			continue;
+		if (pos > 0)
+			out[pos++] = ' ';
+		len = strlen(words[i]);
+		memcpy(out + pos, words[i], len);
+		pos += len;
+	}
+	out[pos] = '\0';
+	free(buf);
+	free(words);
+	return out;
+out_free:
+	free(buf);
+	free(out);
+	free(words);
+	return NULL;
+}
+
+/* Normalised keywords into *keywords_r, or -1 (SBX_ERR_NOMEM). */
+static int sbx_msg_keywords(struct sbx_db *db, const char *keywords,
+			    char **keywords_r)
+{
+	*keywords_r = sbx_keywords_normalize(keywords);
+	if (*keywords_r == NULL) {
+		return sbx_error_set(db, SBX_ERR_NOMEM,
+				     "normalise keywords: out of memory");
+	}
+	return 0;
+}
+
+/* Fills msg_r from a row of SBX_SQL_MSG_COLUMNS; strings point into the
+   statement. */
+static int sbx_msg_from_row(struct sbx_db *db, sqlite3_stmt *stmt,
+			    struct sbx_msg *msg_r)
+{
+	memset(msg_r, 0, sizeof(*msg_r));
+	msg_r->uid = sbx_column_u32(stmt, 0);
+	msg_r->body_id = sqlite3_column_int64(stmt, 1);
+	msg_r->guid = (const char *)sqlite3_column_text(stmt, 2);
+	msg_r->flags = sbx_column_u32(stmt, 3);
+	msg_r->keywords = (const char *)sqlite3_column_text(stmt, 4);
+	msg_r->modseq = sbx_column_u64(stmt, 5);
+	msg_r->received_date = sqlite3_column_int64(stmt, 6);
+	msg_r->received_tz = sqlite3_column_int(stmt, 7);
+	msg_r->save_date = sqlite3_column_int64(stmt, 8);
+	msg_r->pop3_uidl = (const char *)sqlite3_column_text(stmt, 9);
+	msg_r->pop3_order = sbx_column_u32(stmt, 10);
+	msg_r->from_envelope = (const char *)sqlite3_column_text(stmt, 11);
+	msg_r->message_id = (const char *)sqlite3_column_text(stmt, 12);
+	msg_r->physical_size = sbx_column_u64(stmt, 13);
+	msg_r->virtual_size = sbx_column_u64(stmt, 14);
+	if (msg_r->guid == NULL || msg_r->keywords == NULL) {
+		return sbx_error_set(db, SBX_ERR_NOMEM,
+				     "read message: out of memory");
+	}
+	return 0;
+}
+
+/* Refuses what the schema would refuse less clearly. */
+static int sbx_msg_append_check(struct sbx_db *db, int64_t mailbox_id,
+				const struct sbx_msg_new *msg,
+				struct sbx_mailbox *mb_r)
+{
+	struct sbx_body body;
+	int ret;
+
+	if (msg->guid == NULL || msg->guid[0] == '\0' || msg->uid == 0) {
+		return sbx_error_set(db, SBX_ERR_INVALID,
+			"append message UID %u to mailbox %lld: invalid "
+			"UID or GUID", msg->uid, (long long)mailbox_id);
+	}
+	ret = sbx_mailbox_lookup_id(db, mailbox_id, mb_r);
+	if (ret <= 0) {
+		return ret < 0 ? -1 : sbx_error_set(db, SBX_ERR_NOTFOUND,
+			"append message UID %u to mailbox %lld: no such "
+			"mailbox", msg->uid, (long long)mailbox_id);
+	}
+	if (mb_r->noselect) {
+		return sbx_error_set(db, SBX_ERR_INVALID,
+			"append message UID %u to '%s': the mailbox is "
+			"\\Noselect", msg->uid, mb_r->name);
+	}
+	if (msg->uid < mb_r->uidnext) {
+		return sbx_error_set(db, SBX_ERR_INVALID,
+			"append message UID %u to '%s': below UIDNEXT %u "
+			"(UIDs are never reused)", msg->uid, mb_r->name,
+			mb_r->uidnext);
+	}
+	ret = sbx_body_lookup(db, msg->body_id, &body);
+	if (ret <= 0) {
+		return ret < 0 ? -1 : sbx_error_set(db, SBX_ERR_INVALID,
+			"append message UID %u to '%s': no body %lld",
+			msg->uid, mb_r->name, (long long)msg->body_id);
+	}
+	return 0;
+}
+
+static int sbx_msg_insert(struct sbx_db *db, int64_t mailbox_id,
+			  const struct sbx_msg_new *msg, const char *keywords,
+			  const char *mailbox_name)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (sbx_stmt_get(db, SBX_STMT_MSG_INSERT, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) == 0 &&
+	    sbx_bind_int64(db, stmt, 2, msg->uid) == 0 &&
+	    sbx_bind_int64(db, stmt, 3, msg->body_id) == 0 &&
+	    sbx_bind_text(db, stmt, 4, msg->guid) == 0 &&
+	    sbx_bind_int64(db, stmt, 5, msg->flags & SBX_FLAGS_MASK) == 0 &&
+	    sbx_bind_text(db, stmt, 6, keywords) == 0 &&
+	    sbx_bind_int64(db, stmt, 7, (int64_t)msg->modseq) == 0 &&
+	    sbx_bind_int64(db, stmt, 8, msg->received_date) == 0 &&
+	    sbx_bind_int64(db, stmt, 9, msg->received_tz) == 0 &&
+	    sbx_bind_int64(db, stmt, 10, msg->save_date) == 0 &&
+	    sbx_bind_text(db, stmt, 11, msg->pop3_uidl) == 0 &&
+	    sbx_bind_int64(db, stmt, 12, msg->pop3_order) == 0 &&
+	    sbx_bind_text(db, stmt, 13, msg->from_envelope) == 0 &&
+	    sbx_bind_text(db, stmt, 14, msg->message_id) == 0) {
+		ret = sbx_stmt_exec(db, stmt,
+				    "append message UID %u to '%s'",
+				    msg->uid, mailbox_name);
+	}
+	sbx_stmt_put(db, stmt);
+	return ret;
+}
+
+int sbx_msg_append(struct sbx_db *db, int64_t mailbox_id,
+		   const struct sbx_msg_new *msg)
+{
+	struct sbx_mailbox mb;
+	char *keywords;
+	int ret;
+
+	if (sbx_db_require_write(db, "append message") < 0)
+		return -1;
+	if (sbx_msg_append_check(db, mailbox_id, msg, &mb) < 0)
+		return -1;
+	if (sbx_msg_keywords(db, msg->keywords, &keywords) < 0)
+		return -1;
+	ret = sbx_msg_insert(db, mailbox_id, msg, keywords, mb.name);
+	free(keywords);
+	return ret;
+}
+
+int sbx_msg_lookup(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+		   struct sbx_msg *msg_r)
+{
+	const char **const strs[] = {
+		&msg_r->guid, &msg_r->keywords, &msg_r->pop3_uidl,
+		&msg_r->from_envelope, &msg_r->message_id,
+	};
+	sqlite3_stmt *stmt;
+	int ret;
+
+	if (sbx_stmt_get(db, SBX_STMT_MSG_LOOKUP, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, stmt, 2, uid) < 0)
+		ret = -1;
+	else
+		ret = sbx_stmt_step_row(db, stmt, "look up message UID %u in "
+					"mailbox %lld", uid,
+					(long long)mailbox_id);
+	if (ret > 0 && (sbx_msg_from_row(db, stmt, msg_r) < 0 ||
+			sbx_db_keep_strings(db, strs, 5) < 0))
+		ret = -1;
+	sbx_stmt_put(db, stmt);
+	return ret;
+}
+
+int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
+		      uint64_t since_modseq, struct sbx_msg_iter **iter_r)
+{
+	struct sbx_msg_iter *iter;
+
+	*iter_r = NULL;
+	iter = calloc(1, sizeof(*iter));
+	if (iter == NULL) {
+		return sbx_error_set(db, SBX_ERR_NOMEM,
+				     "list messages: out of memory");
+	}
+	iter->db = db;
+	if (sbx_stmt_get(db, SBX_STMT_MSG_ITER, &iter->stmt) < 0)
+		goto out_free;
+	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
+		goto out_put;
+	*iter_r = iter;
+	return 0;
+out_put:
+	sbx_stmt_put(db, iter->stmt);
+out_free:
+	free(iter);
+	return -1;
+}
+
+int sbx_msg_iter_next(struct sbx_msg_iter *iter, struct sbx_msg *msg_r)
+{
+	int ret;
+
+	if (iter->failed)
+		return -1;
+	if (iter->done)
+		return 0;
+	ret = sbx_stmt_step_row(iter->db, iter->stmt, "list messages");
+	if (ret > 0 && sbx_msg_from_row(iter->db, iter->stmt, msg_r) < 0)
+		ret = -1;
+	if (ret < 0)
+		iter->failed = true;
+	else if (ret == 0)
+		iter->done = true;
+	return ret;
+}
+
+int sbx_msg_iter_deinit(struct sbx_msg_iter **_iter)
+{
+	struct sbx_msg_iter *iter = *_iter;
+	int ret;
+
+	if (iter == NULL)
+		return 0;
+	*_iter = NULL;
+	ret = iter->failed ? -1 : 0;
+	sbx_stmt_put(iter->db, iter->stmt);
+	free(iter);
+	return ret;
+}
+
+static int sbx_msg_update_exec(struct sbx_db *db, int64_t mailbox_id,
+			       uint32_t uid, uint32_t flags,
+			       const char *keywords, uint64_t modseq)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (sbx_stmt_get(db, SBX_STMT_MSG_UPDATE_FLAGS, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) == 0 &&
+	    sbx_bind_int64(db, stmt, 2, uid) == 0 &&
+	    sbx_bind_int64(db, stmt, 3, flags) == 0 &&
+	    sbx_bind_text(db, stmt, 4, keywords) == 0 &&
+	    sbx_bind_int64(db, stmt, 5, (int64_t)modseq) == 0) {
+		ret = sbx_stmt_exec(db, stmt, "update flags of message UID %u "
+				    "in mailbox %lld", uid,
+				    (long long)mailbox_id);
+	}
+	sbx_stmt_put(db, stmt);
+	if (ret < 0)
+		return -1;
+	return sqlite3_changes(db->sqlite) > 0 ? 1 : 0;
+}
+
+int sbx_msg_update_flags(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+			 uint32_t flags, const char *keywords,
+			 uint64_t modseq)
+{
+	char *normalised;
+	int ret;
+
+	if (sbx_db_require_write(db, "update flags") < 0)
+		return -1;
+	if (sbx_msg_keywords(db, keywords, &normalised) < 0)
+		return -1;
+	ret = sbx_msg_update_exec(db, mailbox_id, uid, flags & SBX_FLAGS_MASK,
+				  normalised, modseq);
+	free(normalised);
+	return ret;
+}
+
+/* Runs statement sid with ?1 mailbox_id, ?2 uid (and for the tombstone
+   ?3 modseq, ?4 now). Returns the number of rows it changed, or -1. */
+static int sbx_msg_expunge_exec(struct sbx_db *db, enum sbx_stmt_id sid,
+				int64_t mailbox_id, uint32_t uid,
+				uint64_t modseq)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (sbx_stmt_get(db, sid, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) == 0 &&
+	    sbx_bind_int64(db, stmt, 2, uid) == 0 &&
+	    (sid != SBX_STMT_MSG_TOMBSTONE ||
+	     (sbx_bind_int64(db, stmt, 3, (int64_t)modseq) == 0 &&
+	      sbx_bind_int64(db, stmt, 4, (int64_t)time(NULL)) == 0))) {
+		ret = sbx_stmt_exec(db, stmt, "expunge message UID %u in "
+				    "mailbox %lld", uid,
+				    (long long)mailbox_id);
+	}
+	sbx_stmt_put(db, stmt);
+	return ret < 0 ? -1 : sqlite3_changes(db->sqlite);
+}
+
+int sbx_msg_expunge(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+		    uint64_t modseq)
+{
+	int ret;
+
+	if (sbx_db_require_write(db, "expunge message") < 0)
+		return -1;
+	/* The tombstone first: it copies the GUID from the row. */
+	ret = sbx_msg_expunge_exec(db, SBX_STMT_MSG_TOMBSTONE, mailbox_id,
+				   uid, modseq);
+	if (ret <= 0)
+		return ret;
+	ret = sbx_msg_expunge_exec(db, SBX_STMT_MSG_DELETE, mailbox_id, uid,
+				   modseq);
+	return ret < 0 ? -1 : 1;
+}
+
+int sbx_expunge_iter_init(struct sbx_db *db, int64_t mailbox_id,
+			  uint64_t since_modseq,
+			  struct sbx_expunge_iter **iter_r)
+{
+	struct sbx_expunge_iter *iter;
+
+	*iter_r = NULL;
+	iter = calloc(1, sizeof(*iter));
+	if (iter == NULL) {
+		return sbx_error_set(db, SBX_ERR_NOMEM,
+				     "list expunges: out of memory");
+	}
+	iter->db = db;
+	if (sbx_stmt_get(db, SBX_STMT_EXPUNGE_ITER, &iter->stmt) < 0)
+		goto out_free;
+	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
+		goto out_put;
+	*iter_r = iter;
+	return 0;
+out_put:
+	sbx_stmt_put(db, iter->stmt);
+out_free:
+	free(iter);
+	return -1;
+}
+
+int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r)
+{
+	int ret;
+
+	if (iter->failed)
+		return -1;
+	if (iter->done)
+		return 0;
+	ret = sbx_stmt_step_row(iter->db, iter->stmt, "list expunges");
+	if (ret > 0)
+		*uid_r = sbx_column_u32(iter->stmt, 0);
+	else if (ret < 0)
+		iter->failed = true;
+	else
+		iter->done = true;
+	return ret;
+}
+
+int sbx_expunge_iter_deinit(struct sbx_expunge_iter **_iter)
+{
+	struct sbx_expunge_iter *iter = *_iter;
+	int ret;
+
+	if (iter == NULL)
+		return 0;
+	*_iter = NULL;
+	ret = iter->failed ? -1 : 0;
+	sbx_stmt_put(iter->db, iter->stmt);
+	free(iter);
+	return ret;
+}

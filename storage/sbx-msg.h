@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/* Messages: rows of the messages table, their change feed and tombstones. */
+#ifndef SBX_MSG_H
+#define SBX_MSG_H
+
+#include "sbx-common.h"
+
+struct sbx_db;
+
+/* One message. Strings are borrowed until the next call on the handle or
+   iterator. */
+struct sbx_msg {
+	uint32_t uid;
+	int64_t body_id;
+	const char *guid;
+	uint32_t flags;		/* enum sbx_flags */
+	const char *keywords;	/* sorted, space separated, "" if none */
+	uint64_t modseq;
+	int64_t received_date;	/* unix time */
+	int32_t received_tz;	/* minutes east of UTC */
+	int64_t save_date;	/* unix time */
+	const char *pop3_uidl;	/* NULL if none */
+	uint32_t pop3_order;	/* 0 if none */
+	const char *from_envelope; /* NULL if none */
+	const char *message_id;	/* NULL if none */
+	uint64_t physical_size;	/* of the body */
+	uint64_t virtual_size;	/* of the body, CRLF line endings */
+};
+
+/* A message to insert. uid must be >= the mailbox's uidnext (UIDs are
+   never reused); uidnext becomes uid + 1. guid must be non-empty. */
+struct sbx_msg_new {
+	uint32_t uid;
+	int64_t body_id;
+	const char *guid;
+	uint32_t flags;
+	const char *keywords;	/* NULL or "" for none; normalised on insert */
+	uint64_t modseq;
+	int64_t received_date;
+	int32_t received_tz;
+	int64_t save_date;
+	const char *pop3_uidl;
+	uint32_t pop3_order;
+	const char *from_envelope;
+	const char *message_id;
+};
+
+/* Inserts a message; the body gains a reference and the mailbox's
+   counters and uidnext follow. Keywords are stored normalised
+   (sbx_keywords_normalize()); flag bits outside SBX_FLAGS_MASK (\Recent)
+   are not stored. Fails with SBX_ERR_INVALID for a UID below
+   uidnext or a missing body, SBX_ERR_NOTFOUND for a missing mailbox. The
+   caller holds an SBX_TX_WRITE transaction. */
+int sbx_msg_append(struct sbx_db *db, int64_t mailbox_id,
+		   const struct sbx_msg_new *msg);
+
+/* Looks up one message: 1 found, 0 not (expunged), -1 error. */
+int sbx_msg_lookup(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+		   struct sbx_msg *msg_r);
+
+/* Iterates the messages of a mailbox whose modseq > since_modseq
+   (0: all of them) in UID order. The iterator holds a statement: do not
+   return to an event loop before deinit. One message iterator per handle
+   at a time: a nested sbx_msg_iter_init() fails with SBX_ERR_INTERNAL. */
+struct sbx_msg_iter;
+int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
+		      uint64_t since_modseq, struct sbx_msg_iter **iter_r);
+int sbx_msg_iter_next(struct sbx_msg_iter *iter, struct sbx_msg *msg_r);
+int sbx_msg_iter_deinit(struct sbx_msg_iter **iter);
+
+/* Replaces flags and keywords of one message and sets its modseq. Returns
+   1 if updated, 0 if the message does not exist. Keywords are normalised
+   and flag bits outside SBX_FLAGS_MASK dropped, as for sbx_msg_append(). The caller holds an
+   SBX_TX_WRITE transaction. */
+int sbx_msg_update_flags(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+			 uint32_t flags, const char *keywords,
+			 uint64_t modseq);
+
+/* Expunges one message: deletes its row, leaves a tombstone with modseq,
+   drops the body's reference (the body is freed with its last one).
+   Returns 1 if expunged, 0 if it was already gone. The caller holds an
+   SBX_TX_WRITE transaction. */
+int sbx_msg_expunge(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+		    uint64_t modseq);
+
+/* Iterates the tombstones of a mailbox with modseq > since_modseq in UID
+   order: 1 with *uid_r set, 0 at the end, -1 error. One at a time per
+   handle, like sbx_msg_iter. */
+struct sbx_expunge_iter;
+int sbx_expunge_iter_init(struct sbx_db *db, int64_t mailbox_id,
+			  uint64_t since_modseq,
+			  struct sbx_expunge_iter **iter_r);
+int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r);
+int sbx_expunge_iter_deinit(struct sbx_expunge_iter **iter);
+
+/* Sorts and de-duplicates a space separated keyword list into a malloc()ed
+   string. Returns NULL only when out of memory. */
+char *sbx_keywords_normalize(const char *keywords);
+
+#endif

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/* sbx-migrate.c and sbx-migrations.def: creating, refusing and not
+   repeating migrations, also when processes race. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <sqlite3.h>
+
+#include "sbx-private.h"
+#include "sbx-mailbox.h"
+#include "fixture.h"
+
+TestSuite(migrate, .init = fixture_db_setup, .fini = fixture_db_teardown);
+
+static void raw_exec(const char *path, const char *sql)
+{
+	sqlite3 *conn;
+
+	cr_assert_eq(sqlite3_open(path, &conn), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(conn, sql, NULL, NULL, NULL), SQLITE_OK,
+		     "%s: %s", sql, sqlite3_errmsg(conn));
+	sqlite3_close(conn);
+}
+
+Test(migrate, code_version_is_the_last_migration)
+{
+	cr_assert_eq(sbx_db_code_schema_version(), 1);
+}
+
+Test(migrate, newer_schema_version_is_refused_as_corrupt)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct sbx_db *db;
+	const char *msg;
+
+	sbx_db_close(&fixture_db);
+	raw_exec(fixture_path, "PRAGMA user_version = 99");
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
+	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_CORRUPT);
+	cr_assert(strstr(msg, "database schema version 99 is newer than "
+			 "this sqlbox supports (1)") != NULL, "%s", msg);
+	sbx_db_close(&db);
+	/* A refused handle is not kept: a later open tries again. */
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
+	sbx_db_close(&db);
+}
+
+Test(migrate, another_applications_database_is_refused)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct sbx_db *db;
+	const char *msg;
+
+	raw_exec(fixture_file("other.sqlite"),
+		 "PRAGMA application_id = 42; CREATE TABLE t(x)");
+	cr_assert_eq(sbx_db_open(fixture_file("other.sqlite"), &set, &db), -1);
+	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_CORRUPT);
+	cr_assert(strstr(msg, "not a sqlbox database") != NULL, "%s", msg);
+	sbx_db_close(&db);
+}
+
+Test(migrate, reopening_keeps_data_and_does_not_migrate_again)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct sbx_mailbox mb;
+	int64_t created;
+	int lock_fd;
+
+	fixture_mailbox("INBOX");
+	raw_exec(fixture_path, "UPDATE meta SET value = 12345"
+		 " WHERE key = 'created'");
+	created = fixture_sql_int("SELECT value FROM meta"
+				  " WHERE key = 'created'");
+	sbx_db_close(&fixture_db);
+
+	/* A current database opens without the write lock. */
+	lock_fd = open(fixture_file("mail.sqlite.lock"), O_RDWR);
+	cr_assert_geq(lock_fd, 0);
+	cr_assert_eq(flock(lock_fd, LOCK_EX), 0);
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
+		     fixture_error());
+	close(lock_fd);
+
+	cr_assert_eq(sbx_mailbox_lookup(fixture_db, "INBOX", &mb), 1);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM meta"), 3);
+	cr_assert_eq(fixture_sql_int("SELECT value FROM meta"
+				     " WHERE key = 'created'"), created);
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 1);
+}
+
+Test(migrate, db_guid_survives_reopening)
+{
+	struct sbx_db_settings set = fixture_settings();
+	sqlite3 *conn;
+	sqlite3_stmt *stmt;
+	unsigned char before[16], after[16];
+	int pass;
+
+	for (pass = 0; pass < 2; pass++) {
+		cr_assert_eq(sqlite3_open(fixture_path, &conn), SQLITE_OK);
+		cr_assert_eq(sqlite3_prepare_v2(conn, "SELECT value FROM meta"
+						" WHERE key = 'db_guid'", -1,
+						&stmt, NULL), SQLITE_OK);
+		cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
+		cr_assert_eq(sqlite3_column_bytes(stmt, 0), 16);
+		memcpy(pass == 0 ? before : after,
+		       sqlite3_column_blob(stmt, 0), 16);
+		sqlite3_finalize(stmt);
+		sqlite3_close(conn);
+		sbx_db_close(&fixture_db);
+		cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0);
+	}
+	cr_assert_arr_eq(before, after, 16);
+}
+
+Test(migrate, new_database_needs_the_lock_to_migrate)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct sbx_db *db;
+	const char *msg;
+	int lock_fd;
+
+	lock_fd = open(fixture_file("new.sqlite.lock"),
+		       O_RDWR | O_CREAT, 0600);
+	cr_assert_geq(lock_fd, 0);
+	cr_assert_eq(flock(lock_fd, LOCK_EX), 0);
+	cr_assert_eq(sbx_db_open(fixture_file("new.sqlite"), &set, &db), -1);
+	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_BUSY, "%s", msg);
+	sbx_db_close(&db);
+	close(lock_fd);
+	cr_assert_eq(sbx_db_open(fixture_file("new.sqlite"), &set, &db), 0);
+	sbx_db_close(&db);
+}
+
+#define RACERS 4
+
+Test(migrate, processes_opening_a_new_database_at_once_migrate_it_once)
+{
+	char path[4096];
+	int go[2], status, i;
+	pid_t pids[RACERS];
+	sqlite3 *conn;
+	sqlite3_stmt *stmt;
+
+	snprintf(path, sizeof(path), "%s", fixture_file("race.sqlite"));
+	cr_assert_eq(pipe(go), 0);
+	for (i = 0; i < RACERS; i++) {
+		pids[i] = fixture_fork();
+		if (pids[i] == 0) {
+			struct sbx_db_settings set = {
+				.lock_timeout_msecs = 20000,
+			};
+			struct sbx_db *db;
+			char c;
+
+			close(go[1]);
+			/* All start when the pipe closes. */
+			if (read(go[0], &c, 1) != 0)
+				_exit(3);
+			if (sbx_db_open(path, &set, &db) < 0)
+				_exit(1);
+			if (sbx_db_get_schema_version(db) != 1)
+				_exit(2);
+			sbx_db_close(&db);
+			_exit(0);
+		}
+	}
+	close(go[0]);
+	close(go[1]);
+	for (i = 0; i < RACERS; i++) {
+		cr_assert_eq(waitpid(pids[i], &status, 0), pids[i]);
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			  "racer %d: status %d", i, status);
+	}
+	cr_assert_eq(sqlite3_open(path, &conn), SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(conn,
+		"SELECT (SELECT count(*) FROM sqlite_schema"
+		"  WHERE name = 'mailboxes'),"
+		" (SELECT count(*) FROM meta),"
+		" (SELECT user_version FROM pragma_user_version),"
+		" (SELECT auto_vacuum FROM pragma_auto_vacuum),"
+		" (SELECT journal_mode FROM pragma_journal_mode)",
+		-1, &stmt, NULL), SQLITE_OK, "%s", sqlite3_errmsg(conn));
+	cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
+	cr_assert_eq(sqlite3_column_int(stmt, 0), 1, "one mailboxes table");
+	cr_assert_eq(sqlite3_column_int(stmt, 1), 3, "meta filled once");
+	cr_assert_eq(sqlite3_column_int(stmt, 2), 1, "user_version");
+	cr_assert_eq(sqlite3_column_int(stmt, 3), 2, "auto_vacuum");
+	cr_assert_str_eq((const char *)sqlite3_column_text(stmt, 4), "wal");
+	sqlite3_finalize(stmt);
+	sqlite3_close(conn);
+}

@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: MIT */
+/* sbx-msg.c: UIDs, flags, tombstones, the change feed and the counters
+   the triggers keep. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <sqlite3.h>
+
+#include "sbx-private.h"
+#include "sbx-body.h"
+#include "sbx-hash.h"
+#include "sbx-mailbox.h"
+#include "sbx-msg.h"
+#include "fixture.h"
+
+TestSuite(msg, .init = fixture_db_setup, .fini = fixture_db_teardown);
+TestSuite(keywords);
+
+static struct sbx_mailbox get_mailbox(int64_t id)
+{
+	struct sbx_mailbox mb;
+
+	cr_assert_eq(sbx_mailbox_lookup_id(fixture_db, id, &mb), 1, "%s",
+		     fixture_error());
+	return mb;
+}
+
+static enum sbx_error last_error(void)
+{
+	const char *msg;
+
+	return sbx_db_last_error(fixture_db, &msg);
+}
+
+/* A minimal message for body_id with the given UID. */
+static struct sbx_msg_new new_msg(uint32_t uid, int64_t body_id)
+{
+	struct sbx_msg_new msg = {
+		.uid = uid, .body_id = body_id, .guid = "g", .modseq = 1,
+		.received_date = 1, .save_date = 1,
+	};
+
+	return msg;
+}
+
+static int expunge(int64_t mailbox_id, uint32_t uid)
+{
+	uint64_t modseq;
+	int ret;
+
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, mailbox_id,
+					      &modseq), 0);
+	ret = sbx_msg_expunge(fixture_db, mailbox_id, uid, modseq);
+	cr_assert_geq(ret, 0, "%s", fixture_error());
+	fixture_commit();
+	return ret;
+}
+
+static int update_flags(int64_t mailbox_id, uint32_t uid, uint32_t flags,
+			const char *keywords)
+{
+	uint64_t modseq;
+	int ret;
+
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, mailbox_id,
+					      &modseq), 0);
+	ret = sbx_msg_update_flags(fixture_db, mailbox_id, uid, flags,
+				   keywords, modseq);
+	cr_assert_geq(ret, 0, "%s", fixture_error());
+	fixture_commit();
+	return ret;
+}
+
+Test(msg, uids_ascend_and_uidnext_follows)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	uint32_t uid, i;
+
+	for (i = 1; i <= 5; i++) {
+		uid = fixture_append_text(id, "body\r\n", 0);
+		cr_assert_eq(uid, i);
+		cr_assert_eq(get_mailbox(id).uidnext, i + 1);
+	}
+	fixture_check_invariants();
+}
+
+Test(msg, append_may_skip_uids_but_never_go_below_uidnext)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_msg_new msg;
+	int64_t body;
+
+	fixture_begin();
+	body = fixture_body("x", 1, 1);
+	msg = new_msg(10, body);
+	cr_assert_eq(sbx_msg_append(fixture_db, id, &msg), 0, "%s",
+		     fixture_error());
+	cr_assert_eq(get_mailbox(id).uidnext, 11);
+	msg.uid = 5;
+	cr_assert_eq(sbx_msg_append(fixture_db, id, &msg), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	msg.uid = 10;
+	cr_assert_eq(sbx_msg_append(fixture_db, id, &msg), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	fixture_commit();
+	fixture_check_invariants();
+}
+
+Test(msg, append_after_expunge_never_reuses_uid)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	uint32_t uid;
+
+	fixture_append_text(id, "one\r\n", 0);
+	uid = fixture_append_text(id, "two\r\n", 0);
+	cr_assert_eq(expunge(id, uid), 1);
+	cr_assert_eq(get_mailbox(id).uidnext, 3, "uidnext stays");
+	cr_assert_eq(fixture_append_text(id, "three\r\n", 0), 3);
+	fixture_check_invariants();
+}
+
+Test(msg, the_schema_refuses_a_uid_below_uidnext_from_plain_sql)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	sqlite3 *raw = sbx_db_get_sqlite(fixture_db);
+	int rc;
+
+	fixture_append_text(id, "one\r\n", 0);
+	fixture_append_text(id, "two\r\n", 0);
+	fixture_begin();
+	rc = sqlite3_exec(raw, "INSERT INTO messages(mailbox_id, uid,"
+			  " body_id, guid, modseq, received_date, save_date)"
+			  " SELECT mailbox_id, 1, body_id, 'g', 1, 1, 1"
+			  " FROM messages WHERE uid = 2", NULL, NULL, NULL);
+	cr_assert_eq(rc, SQLITE_CONSTRAINT_TRIGGER, "%s",
+		     sqlite3_errmsg(raw));
+	sbx_tx_rollback(fixture_db);
+}
+
+Test(msg, expunge_leaves_a_tombstone_with_modseq_and_guid)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_expunge_iter *iter;
+	struct sbx_msg msg;
+	uint32_t uid, got;
+	uint64_t modseq;
+
+	fixture_append_text(id, "one\r\n", 0);
+	uid = fixture_append_text(id, "two\r\n", 0);
+	cr_assert_eq(expunge(id, uid), 1);
+	cr_assert_eq(sbx_msg_lookup(fixture_db, id, uid, &msg), 0);
+	modseq = get_mailbox(id).highestmodseq;
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM expunged"
+				     " WHERE uid = 2 AND guid = 'guid-1-2'"),
+		     1);
+	cr_assert_eq(fixture_sql_int("SELECT modseq FROM expunged"),
+		     (int64_t)modseq);
+	cr_assert_gt(fixture_sql_int("SELECT expunged_at FROM expunged"), 0);
+
+	cr_assert_eq(sbx_expunge_iter_init(fixture_db, id, modseq - 1,
+					   &iter), 0);
+	cr_assert_eq(sbx_expunge_iter_next(iter, &got), 1);
+	cr_assert_eq(got, uid);
+	cr_assert_eq(sbx_expunge_iter_next(iter, &got), 0);
+	cr_assert_eq(sbx_expunge_iter_deinit(&iter), 0);
+	cr_assert_eq(sbx_expunge_iter_init(fixture_db, id, modseq, &iter), 0);
+	cr_assert_eq(sbx_expunge_iter_next(iter, &got), 0, "none later");
+	cr_assert_eq(sbx_expunge_iter_deinit(&iter), 0);
+
+	cr_assert_eq(expunge(id, uid), 0, "already gone");
+	fixture_check_invariants();
+}
+
+Test(msg, lookup_returns_every_field)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_msg_new msg = {
+		.uid = 7, .guid = "0123456789abcdef", .flags = SBX_FLAG_SEEN |
+		SBX_FLAG_FLAGGED, .keywords = "$Junk  $Forwarded $Junk",
+		.modseq = 42, .received_date = 1600000000, .received_tz = -300,
+		.save_date = 1600000100, .pop3_uidl = "uidl'7",
+		.pop3_order = 3, .from_envelope = "a@example.org",
+		.message_id = "<id@example.org>",
+	};
+	struct sbx_msg got;
+
+	fixture_begin();
+	msg.body_id = fixture_body("hello\r\n", 7, 1);
+	cr_assert_eq(sbx_msg_append(fixture_db, id, &msg), 0, "%s",
+		     fixture_error());
+	fixture_commit();
+	cr_assert_eq(sbx_msg_lookup(fixture_db, id, 7, &got), 1);
+	cr_assert_eq(got.uid, 7);
+	cr_assert_eq(got.body_id, msg.body_id);
+	cr_assert_str_eq(got.guid, msg.guid);
+	cr_assert_eq(got.flags, msg.flags);
+	cr_assert_str_eq(got.keywords, "$Forwarded $Junk");
+	cr_assert_eq(got.modseq, 42);
+	cr_assert_eq(got.received_date, msg.received_date);
+	cr_assert_eq(got.received_tz, -300);
+	cr_assert_eq(got.save_date, msg.save_date);
+	cr_assert_str_eq(got.pop3_uidl, "uidl'7");
+	cr_assert_eq(got.pop3_order, 3);
+	cr_assert_str_eq(got.from_envelope, msg.from_envelope);
+	cr_assert_str_eq(got.message_id, msg.message_id);
+	cr_assert_eq(got.physical_size, 7);
+	cr_assert_eq(got.virtual_size, 7);
+	cr_assert_eq(get_mailbox(id).highestmodseq, 42);
+}
+
+Test(msg, optional_fields_read_back_as_null)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_msg got;
+
+	fixture_append_text(id, "x\r\n", 0);
+	cr_assert_eq(sbx_msg_lookup(fixture_db, id, 1, &got), 1);
+	cr_assert_str_eq(got.keywords, "");
+	cr_assert_null(got.pop3_uidl);
+	cr_assert_null(got.from_envelope);
+	cr_assert_null(got.message_id);
+	cr_assert_eq(sbx_msg_lookup(fixture_db, id, 2, &got), 0);
+}
+
+Test(msg, append_checks_mailbox_body_and_fields)
+{
+	int64_t id = fixture_mailbox("a/b");
+	int64_t noselect = get_mailbox(id).id - 1;
+	struct sbx_msg_new msg;
+
+	cr_assert(get_mailbox(noselect).noselect, "'a' is the parent");
+	fixture_begin();
+	msg = new_msg(1, fixture_body("x", 1, 1));
+	cr_assert_eq(sbx_msg_append(fixture_db, id + 50, &msg), -1);
+	cr_assert_eq(last_error(), SBX_ERR_NOTFOUND);
+	cr_assert_eq(sbx_msg_append(fixture_db, noselect, &msg), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	msg.body_id += 50;
+	cr_assert_eq(sbx_msg_append(fixture_db, id, &msg), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INVALID, "missing body");
+	msg.body_id -= 50;
+	msg.guid = "";
+	cr_assert_eq(sbx_msg_append(fixture_db, id, &msg), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INVALID, "empty GUID");
+	msg.guid = "g";
+	msg.uid = 0;
+	cr_assert_eq(sbx_msg_append(fixture_db, id, &msg), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INVALID, "UID 0");
+	sbx_tx_rollback(fixture_db);
+}
+
+Test(msg, update_flags_changes_flags_keywords_modseq_and_unseen)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_mailbox mb;
+	struct sbx_msg got;
+
+	fixture_append_text(id, "one\r\n", 0);
+	fixture_append_text(id, "two\r\n", 0);
+	cr_assert_eq(get_mailbox(id).unseen, 2);
+	cr_assert_eq(update_flags(id, 1, SBX_FLAG_SEEN, "b a b"), 1);
+	mb = get_mailbox(id);
+	cr_assert_eq(mb.unseen, 1);
+	cr_assert_eq(sbx_msg_lookup(fixture_db, id, 1, &got), 1);
+	cr_assert_eq(got.flags, SBX_FLAG_SEEN);
+	cr_assert_str_eq(got.keywords, "a b");
+	cr_assert_eq(got.modseq, mb.highestmodseq);
+	cr_assert_eq(update_flags(id, 1, 0, NULL), 1);
+	cr_assert_eq(get_mailbox(id).unseen, 2);
+	cr_assert_eq(update_flags(id, 9, 0, NULL), 0, "no such message");
+	fixture_check_invariants();
+}
+
+Test(msg, iteration_since_a_modseq_returns_the_changes_in_uid_order)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_msg_iter *iter;
+	struct sbx_msg msg;
+	uint64_t cursor;
+	uint32_t n = 0;
+	int ret;
+
+	fixture_append_text(id, "1\r\n", 0);
+	fixture_append_text(id, "2\r\n", 0);
+	fixture_append_text(id, "3\r\n", 0);
+	cr_assert_eq(sbx_msg_iter_init(fixture_db, id, 0, &iter), 0);
+	while ((ret = sbx_msg_iter_next(iter, &msg)) > 0)
+		cr_assert_eq(msg.uid, ++n);
+	cr_assert_eq(ret, 0);
+	cr_assert_eq(sbx_msg_iter_deinit(&iter), 0);
+	cr_assert_eq(n, 3);
+
+	cursor = get_mailbox(id).highestmodseq;
+	cr_assert_eq(update_flags(id, 2, SBX_FLAG_ANSWERED, "x"), 1);
+	cr_assert_eq(sbx_msg_iter_init(fixture_db, id, cursor, &iter), 0);
+	cr_assert_eq(sbx_msg_iter_next(iter, &msg), 1);
+	cr_assert_eq(msg.uid, 2);
+	cr_assert_str_eq(msg.keywords, "x");
+	cr_assert_eq(msg.physical_size, 3);
+	cr_assert_eq(sbx_msg_iter_next(iter, &msg), 0);
+	cr_assert_eq(sbx_msg_iter_deinit(&iter), 0);
+}
+
+Test(msg, nested_iteration_of_messages_is_an_internal_error)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_msg_iter *iter, *nested;
+
+	cr_assert_eq(sbx_msg_iter_init(fixture_db, id, 0, &iter), 0);
+	cr_assert_eq(sbx_msg_iter_init(fixture_db, id, 0, &nested), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INTERNAL);
+	cr_assert_eq(sbx_msg_iter_deinit(&iter), 0);
+}
+
+Test(msg, counters_equal_the_rows_through_every_change)
+{
+	int64_t inbox = fixture_mailbox("INBOX");
+	int64_t other = fixture_mailbox("Other/Sub");
+	struct sbx_mailbox mb;
+	uint32_t i;
+
+	for (i = 0; i < 6; i++) {
+		fixture_append_text(inbox, i % 2 ? "odd\r\n" : "even body\r\n",
+				    i % 3 == 0 ? SBX_FLAG_SEEN : 0);
+		fixture_append_text(other, "other\r\n", 0);
+	}
+	fixture_check_invariants();
+	mb = get_mailbox(inbox);
+	cr_assert_eq(mb.messages, 6);
+	cr_assert_eq(mb.unseen, 4);
+	cr_assert_eq(mb.psize, 3 * 5 + 3 * 11);
+	cr_assert_eq(mb.vsize, mb.psize);
+
+	cr_assert_eq(update_flags(inbox, 2, SBX_FLAG_SEEN, NULL), 1);
+	cr_assert_eq(update_flags(inbox, 1, 0, NULL), 1);
+	cr_assert_eq(expunge(inbox, 3), 1);
+	cr_assert_eq(expunge(inbox, 4), 1);
+	fixture_check_invariants();
+	mb = get_mailbox(inbox);
+	cr_assert_eq(mb.messages, 4);
+	cr_assert_eq(mb.unseen, 3);
+
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_delete(fixture_db, "Other/Sub", NULL), 0);
+	fixture_commit();
+	fixture_check_invariants();
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM messages"), 4);
+}
+
+Test(msg, moving_a_row_by_plain_sql_moves_the_counters)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
+	sqlite3 *raw = sbx_db_get_sqlite(fixture_db);
+
+	fixture_append_text(a, "move me\r\n", 0);
+	fixture_begin();
+	cr_assert_eq(sqlite3_exec(raw, "UPDATE messages SET mailbox_id = 2,"
+				  " uid = 5 WHERE mailbox_id = 1", NULL, NULL,
+				  NULL), SQLITE_OK, "%s", sqlite3_errmsg(raw));
+	fixture_commit();
+	cr_assert_eq(get_mailbox(a).messages, 0);
+	cr_assert_eq(get_mailbox(b).messages, 1);
+	cr_assert_eq(get_mailbox(b).uidnext, 6);
+	fixture_check_invariants();
+}
+
+/* Arrays, not pointers: Criterion runs each parameter in a new process,
+   where a pointer into the parent's image is meaningless. */
+struct normalize_case {
+	char input[32];
+	char expected[32];
+};
+
+ParameterizedTestParameters(keywords, normalize_sorts_and_dedupes)
+{
+	static struct normalize_case cases[] = {
+		{ "", "" },
+		{ "   ", "" },
+		{ "a", "a" },
+		{ "b a", "a b" },
+		{ "  $Junk   $Forwarded  ", "$Forwarded $Junk" },
+		{ "x x x", "x" },
+		{ "b a b a c", "a b c" },
+		{ "B a A b", "A B a b" },
+	};
+
+	return cr_make_param_array(struct normalize_case, cases,
+				   sizeof(cases) / sizeof(cases[0]));
+}
+
+ParameterizedTest(struct normalize_case *c, keywords,
+		  normalize_sorts_and_dedupes)
+{
+	char *got = sbx_keywords_normalize(c->input);
+
+	cr_assert_not_null(got);
+	cr_assert_str_eq(got, c->expected, "'%s'", c->input);
+	free(got);
+}
+
+Test(keywords, normalize_accepts_null)
+{
+	char *got = sbx_keywords_normalize(NULL);
+
+	cr_assert_str_eq(got, "");
+	free(got);
+}
+
+/* The model of one mailbox for the random test. */
+#define MODEL_MAX_UID 400
+
+struct model_mailbox {
+	const char *name;
+	int64_t id;
+	uint32_t uidnext;
+	/* flags + 1 of each live UID, 0 if none */
+	uint8_t flags[MODEL_MAX_UID];
+};
+
+static uint32_t model_rand(uint32_t *state)
+{
+	*state = *state * 1103515245U + 12345U;
+	return *state >> 16;
+}
+
+static void model_check(const struct model_mailbox *mm, uint32_t seed)
+{
+	struct sbx_mailbox mb = get_mailbox(mm->id);
+	uint32_t uid, messages = 0, unseen = 0;
+
+	for (uid = 1; uid < MODEL_MAX_UID; uid++) {
+		if (mm->flags[uid] == 0)
+			continue;
+		messages++;
+		if (((mm->flags[uid] - 1) & SBX_FLAG_SEEN) == 0)
+			unseen++;
+	}
+	cr_assert_eq(mb.messages, messages, "seed %u: %s messages", seed,
+		     mm->name);
+	cr_assert_eq(mb.unseen, unseen, "seed %u: %s unseen", seed, mm->name);
+	cr_assert_eq(mb.uidnext, mm->uidnext, "seed %u: %s uidnext", seed,
+		     mm->name);
+}
+
+/* Appends one of five bodies, deduplicated by hash as the plugin does. */
+static void model_append(struct model_mailbox *mm, uint32_t *state)
+{
+	static const char *const texts[] = {
+		"one\r\n", "two\r\n", "three\r\n", "four\r\n", "",
+	};
+	const char *text = texts[model_rand(state) % 5];
+	uint32_t flags = model_rand(state) % 2 ? SBX_FLAG_SEEN : 0;
+	uint8_t digest[SBX_SHA256_SIZE];
+	struct sbx_hash *hash = sbx_hash_alloc();
+	int64_t body;
+	uint32_t uid;
+
+	sbx_hash_update(hash, text, strlen(text));
+	sbx_hash_final(hash, digest);
+	sbx_hash_free(&hash);
+	if (sbx_body_lookup_hash(fixture_db, digest, strlen(text),
+				 &body) == 0)
+		body = fixture_body(text, strlen(text), 1);
+	uid = fixture_append(mm->id, body, flags);
+	cr_assert_eq(uid, mm->uidnext);
+	cr_assert_lt(uid, MODEL_MAX_UID);
+	mm->flags[uid] = (uint8_t)(flags + 1);
+	mm->uidnext = uid + 1;
+}
+
+/* A random live UID of mm, or 0. */
+static uint32_t model_pick(const struct model_mailbox *mm, uint32_t *state)
+{
+	uint32_t start = model_rand(state) % MODEL_MAX_UID, i, uid;
+
+	for (i = 0; i < MODEL_MAX_UID; i++) {
+		uid = (start + i) % MODEL_MAX_UID;
+		if (mm->flags[uid] != 0)
+			return uid;
+	}
+	return 0;
+}
+
+static void model_step(struct model_mailbox *mm, uint32_t *state)
+{
+	uint32_t uid = model_pick(mm, state), op = model_rand(state) % 10;
+	uint64_t modseq;
+
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, mm->id, &modseq), 0);
+	if (op < 5 || uid == 0) {
+		model_append(mm, state);
+	} else if (op < 8) {
+		cr_assert_eq(sbx_msg_expunge(fixture_db, mm->id, uid, modseq),
+			     1);
+		mm->flags[uid] = 0;
+	} else {
+		uint32_t flags = (uint32_t)(mm->flags[uid] - 1) ^
+			SBX_FLAG_SEEN;
+
+		cr_assert_eq(sbx_msg_update_flags(fixture_db, mm->id, uid,
+						  flags, "k", modseq), 1);
+		mm->flags[uid] = (uint8_t)(flags + 1);
+	}
+}
+
+Test(msg, random_operations_match_a_model)
+{
+	static struct model_mailbox model[3] = {
+		{ .name = "A" }, { .name = "B" }, { .name = "C/D" },
+	};
+	static struct model_mailbox saved[3];
+	uint32_t seed = 20240601, state = seed;
+	int i, j, ops;
+
+	for (i = 0; i < 3; i++) {
+		model[i].id = fixture_mailbox(model[i].name);
+		model[i].uidnext = 1;
+	}
+	for (i = 0; i < 120; i++) {
+		memcpy(saved, model, sizeof(model));
+		fixture_begin();
+		ops = (int)(model_rand(&state) % 3) + 1;
+		for (j = 0; j < ops; j++)
+			model_step(&model[model_rand(&state) % 3], &state);
+		if (model_rand(&state) % 8 == 0) {
+			/* Throw the transaction away: nothing may change. */
+			sbx_tx_rollback(fixture_db);
+			memcpy(model, saved, sizeof(model));
+		} else {
+			fixture_commit();
+		}
+		for (j = 0; j < 3; j++)
+			model_check(&model[j], seed);
+	}
+	fixture_check_invariants();
+}
