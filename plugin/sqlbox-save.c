@@ -42,6 +42,10 @@ struct sqlbox_save_mail {
 	/* the spooled message (saves) or 0 and the body to share (copies) */
 	struct istream *input;
 	int64_t copy_body_id;
+	/* MOVE: the source row, expunged in the same SQL transaction that
+	   inserts this one, so a message is never in both folders */
+	int64_t move_src_mailbox_id;
+	uint32_t move_src_uid;
 	uoff_t size;
 	uint8_t sha256[SBX_SHA256_SIZE];
 
@@ -349,6 +353,10 @@ int sqlbox_copy(struct mail_save_context *_ctx, struct mail *mail)
 	smail->pop3_order = msg.pop3_order;
 	smail->from_envelope = p_strdup(ctx->pool, msg.from_envelope);
 	smail->message_id = p_strdup(ctx->pool, msg.message_id);
+	if (_ctx->moving) {
+		smail->move_src_mailbox_id = src_mbox->mailbox_id;
+		smail->move_src_uid = backend->uid;
+	}
 
 	index_copy_cache_fields(_ctx, mail, smail->seq);
 	if (_ctx->dest_mail != NULL)
@@ -426,7 +434,9 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 			      struct sqlbox_save_mail *smail, uint32_t uid,
 			      uint64_t modseq)
 {
+	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
 	struct sbx_msg_new msg;
+	uint64_t src_modseq;
 	int ret;
 
 	i_zero(&msg);
@@ -445,8 +455,17 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	msg.pop3_order = smail->pop3_order;
 	msg.from_envelope = smail->from_envelope;
 	msg.message_id = smail->message_id;
-	return sbx_msg_append(sqlbox_mailbox_get_db(ctx->mbox),
-			      ctx->mbox->mailbox_id, &msg);
+	if (sbx_msg_append(db, ctx->mbox->mailbox_id, &msg) < 0)
+		return -1;
+	if (smail->move_src_mailbox_id != 0) {
+		/* the source's own expunge later finds the row gone */
+		if (sbx_mailbox_modseq_alloc(db, smail->move_src_mailbox_id,
+					     &src_modseq) < 0 ||
+		    sbx_msg_expunge(db, smail->move_src_mailbox_id,
+				    smail->move_src_uid, src_modseq) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
