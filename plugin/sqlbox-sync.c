@@ -19,6 +19,7 @@
 #include "array.h"
 #include "seq-range-array.h"
 #include "mail-index-modseq.h"
+#include "mailbox-recent-flags.h"
 #include "index-sync-private.h"
 #include "sbx-db.h"
 #include "sbx-mailbox.h"
@@ -45,6 +46,8 @@ struct sqlbox_sync_context {
 
 	bool write_tx:1;
 	bool reset:1;
+	/* SQL has messages nobody claimed as \Recent yet */
+	bool want_recent_claim:1;
 };
 
 /* Keyword lists are stored sorted and space separated. */
@@ -345,15 +348,27 @@ static int sqlbox_sync_pull_full(struct sqlbox_sync_context *ctx)
 }
 
 static void sqlbox_sync_update_header(struct sqlbox_sync_context *ctx,
+				      const struct mail_index_header *hdr,
 				      const struct sbx_mailbox *row)
 {
 	uint32_t next_uid = row->uidnext;
+	uint32_t first_recent_uid = row->first_recent_uid;
 
 	if (next_uid > ctx->next_uid) {
 		mail_index_update_header(ctx->trans,
 			offsetof(struct mail_index_header, next_uid),
 			&next_uid, sizeof(next_uid), FALSE);
 	}
+	/* messages nobody claimed are \Recent to a read-only session
+	   (as with maildir); it only ever grows */
+	if (first_recent_uid > hdr->first_recent_uid || ctx->reset) {
+		mail_index_update_header(ctx->trans,
+			offsetof(struct mail_index_header, first_recent_uid),
+			&first_recent_uid, sizeof(first_recent_uid), FALSE);
+	}
+	if ((ctx->mbox->box.flags & MAILBOX_FLAG_DROP_RECENT) != 0 &&
+	    row->first_recent_uid < row->uidnext)
+		ctx->want_recent_claim = TRUE;
 }
 
 /* Reads the mailbox's row and imports what changed. Returns 1 when done,
@@ -399,7 +414,7 @@ static int sqlbox_sync_pull(struct sqlbox_sync_context *ctx)
 		if (sqlbox_sync_pull_delta(ctx, mbox->pulled_modseq) < 0)
 			return -1;
 	}
-	sqlbox_sync_update_header(ctx, &row);
+	sqlbox_sync_update_header(ctx, hdr, &row);
 	mbox->pulled_modseq = row.highestmodseq;
 	return 1;
 }
@@ -489,6 +504,41 @@ static int sqlbox_sync_try(struct sqlbox_sync_context *ctx)
 	return 1;
 }
 
+/* \Recent (DESIGN §3): a read-write session claims the messages nobody
+   claimed yet by moving SQL's first_recent_uid to uidnext. It never waits
+   for the write lock: if another process holds it, this session simply
+   gets no \Recent (IMAP4rev2 dropped the flag). */
+static void sqlbox_sync_claim_recent(struct sqlbox_mailbox *mbox)
+{
+	struct mailbox *box = &mbox->box;
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	struct mail_index_view *view;
+	struct sbx_mailbox row;
+	uint32_t old_uid, seq1, seq2;
+	const char *msg;
+
+	if (sbx_tx_begin_nowait(db) < 0)
+		goto skip;
+	if (sbx_mailbox_lookup_id(db, mbox->mailbox_id, &row) <= 0 ||
+	    sbx_mailbox_recent_claim(db, mbox->mailbox_id, &old_uid) < 0) {
+		sbx_tx_rollback(db);
+		goto skip;
+	}
+	if (sbx_tx_commit(db) < 0)
+		goto skip;
+	if (old_uid >= row.uidnext)
+		return;
+	view = mail_index_view_open(box->index);
+	if (mail_index_lookup_seq_range(view, old_uid, row.uidnext - 1,
+					&seq1, &seq2))
+		mailbox_recent_flags_set_seqs(box, view, seq1, seq2);
+	mail_index_view_close(&view);
+	return;
+skip:
+	(void)sbx_db_last_error(db, &msg);
+	e_debug(box->event, "sqlbox: \\Recent not claimed: %s", msg);
+}
+
 int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 {
 	struct sqlbox_sync_context ctx;
@@ -511,6 +561,9 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 		ret = sqlbox_sync_try(&ctx);
 	} while (ret == 0 && ++attempts < 3);
 	array_free(&ctx.pushed_expunges);
+	if (ret > 0 && ctx.want_recent_claim &&
+	    (flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) == 0)
+		sqlbox_sync_claim_recent(mbox);
 	if (ret == 0) {
 		mailbox_set_critical(&mbox->box,
 			"sqlbox: sync did not settle after %u attempts",

@@ -81,6 +81,13 @@ static void sbx_sleep_msecs(int64_t msecs)
 
 int sbx_db_lock(struct sbx_db *db, int64_t *deadline_msecs_r)
 {
+	return sbx_db_lock_timeout(db, db->lock_timeout_msecs,
+				   deadline_msecs_r);
+}
+
+int sbx_db_lock_timeout(struct sbx_db *db, unsigned int timeout_msecs,
+			int64_t *deadline_msecs_r)
+{
 	int64_t deadline, now, delay = 1;
 
 	if (db->lock_held) {
@@ -88,7 +95,7 @@ int sbx_db_lock(struct sbx_db *db, int64_t *deadline_msecs_r)
 				     "lock '%s': already held (nested lock)",
 				     db->lock_path);
 	}
-	deadline = sbx_db_now_msecs() + db->lock_timeout_msecs;
+	deadline = sbx_db_now_msecs() + timeout_msecs;
 	for (;;) {
 		if (flock(db->lock_fd, LOCK_EX | LOCK_NB) == 0)
 			break;
@@ -102,7 +109,7 @@ int sbx_db_lock(struct sbx_db *db, int64_t *deadline_msecs_r)
 		if (now >= deadline) {
 			return sbx_error_set(db, SBX_ERR_BUSY,
 				"lock '%s': timed out after %u ms",
-				db->lock_path, db->lock_timeout_msecs);
+				db->lock_path, timeout_msecs);
 		}
 		sbx_sleep_msecs(delay < deadline - now ? delay :
 				deadline - now);
@@ -364,10 +371,36 @@ static int sbx_db_begin_immediate(struct sbx_db *db, int64_t deadline)
 	return ret;
 }
 
-int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind)
+static int sbx_tx_begin_write(struct sbx_db *db, unsigned int timeout_msecs)
 {
 	int64_t deadline;
 
+	if (sbx_db_lock_timeout(db, timeout_msecs, &deadline) < 0)
+		return -1;
+	if (sbx_db_begin_immediate(db, deadline) < 0) {
+		sbx_db_unlock(db);
+		return -1;
+	}
+	return 0;
+}
+
+int sbx_tx_begin_nowait(struct sbx_db *db)
+{
+	if (db->tx_active) {
+		return sbx_error_set(db, SBX_ERR_INTERNAL,
+			"begin transaction on '%s': one is active already",
+			db->path);
+	}
+	if (sbx_tx_begin_write(db, 0) < 0)
+		return -1;
+	db->tx_active = true;
+	db->tx_write = true;
+	db->modseq_count = 0;
+	return 0;
+}
+
+int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind)
+{
 	if (db->tx_active) {
 		return sbx_error_set(db, SBX_ERR_INTERNAL,
 			"begin transaction on '%s': one is active already",
@@ -378,12 +411,8 @@ int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind)
 				   "begin read transaction") < 0)
 			return -1;
 	} else {
-		if (sbx_db_lock(db, &deadline) < 0)
+		if (sbx_tx_begin_write(db, db->lock_timeout_msecs) < 0)
 			return -1;
-		if (sbx_db_begin_immediate(db, deadline) < 0) {
-			sbx_db_unlock(db);
-			return -1;
-		}
 	}
 	db->tx_active = true;
 	db->tx_write = kind == SBX_TX_WRITE;

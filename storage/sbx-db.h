@@ -56,6 +56,10 @@ int sbx_db_code_schema_version(void);
    Transactions do not nest: beginning one while one is active is
    SBX_ERR_INTERNAL. */
 int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind);
+/* Starts an SBX_TX_WRITE transaction without waiting: fails at once with
+   SBX_ERR_BUSY when another process holds the write lock. For work that
+   may simply be skipped (claiming \Recent). */
+int sbx_tx_begin_nowait(struct sbx_db *db);
 /* Commits; on failure the transaction is rolled back and -1 returned. */
 int sbx_tx_commit(struct sbx_db *db);
 /* Rolls back if a transaction is active; keeps the first error. */

@@ -92,6 +92,9 @@ int sbx_db_keep_strings(struct sbx_db *db, const char **const strs[],
    stores the deadline it used in *deadline_msecs_r (CLOCK_MONOTONIC), so
    that BEGIN IMMEDIATE can wait only for what is left (may be NULL). */
 int sbx_db_lock(struct sbx_db *db, int64_t *deadline_msecs_r);
+/* The same with an explicit timeout; 0 tries once. */
+int sbx_db_lock_timeout(struct sbx_db *db, unsigned int timeout_msecs,
+			int64_t *deadline_msecs_r);
 void sbx_db_unlock(struct sbx_db *db);
 
 /* Milliseconds on CLOCK_MONOTONIC. */
