@@ -504,6 +504,18 @@ static int sqlbox_sync_try(struct sqlbox_sync_context *ctx)
 	return 1;
 }
 
+/* A folder holds at most sqlbox_max_keywords keyword names; at the limit
+   new ones are refused and PERMANENTFLAGS drops \*. */
+static void sqlbox_sync_update_keyword_limit(struct sqlbox_mailbox *mbox)
+{
+	const struct sqlbox_settings *set = sqlbox_mailbox_get_settings(mbox);
+	unsigned int count;
+
+	count = array_count(mail_index_get_keywords(mbox->box.index));
+	mbox->box.disallow_new_keywords =
+		set->max_keywords != 0 && count >= set->max_keywords;
+}
+
 /* \Recent (DESIGN §3): a read-write session claims the messages nobody
    claimed yet by moving SQL's first_recent_uid to uidnext. It never waits
    for the write lock: if another process holds it, this session simply
@@ -561,6 +573,8 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 		ret = sqlbox_sync_try(&ctx);
 	} while (ret == 0 && ++attempts < 3);
 	array_free(&ctx.pushed_expunges);
+	if (ret > 0)
+		sqlbox_sync_update_keyword_limit(mbox);
 	if (ret > 0 && ctx.want_recent_claim &&
 	    (flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) == 0)
 		sqlbox_sync_claim_recent(mbox);
