@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Two istreams of the storage: reading a body out of SQL, and hashing a
-   message on its way in.
+/* Reading a body out of SQL as a seekable istream.
 
-   The body stream keeps one chunk of the body (SBX_BODY_CHUNK_SIZE bytes,
+   The stream keeps one chunk of the body (SBX_BODY_CHUNK_SIZE bytes,
    aligned as stored) and serves reads and seeks from it; a read outside it
    fetches the chunk that holds the offset. Memory per open mail is thus one
    chunk whatever the message size, and a 50 MB attachment streams through
@@ -13,7 +12,6 @@
 #include "istream-private.h"
 #include "sbx-body.h"
 #include "sbx-db.h"
-#include "sbx-hash.h"
 #include "sqlbox-istream.h"
 
 struct sqlbox_body_istream {
@@ -143,70 +141,4 @@ struct istream *i_stream_create_sqlbox_body(struct sbx_db *db,
 	bstream->istream.istream.blocking = TRUE;
 	bstream->istream.cached_stream_size = size;
 	return i_stream_create(&bstream->istream, NULL, -1, 0);
-}
-
-struct sqlbox_hash_istream {
-	struct istream_private istream;
-	struct sbx_hash *hash;
-	/* everything below this offset has been hashed */
-	uoff_t hashed_offset;
-};
-
-static ssize_t i_stream_sqlbox_hash_read(struct istream_private *stream)
-{
-	struct sqlbox_hash_istream *hstream =
-		container_of(stream, struct sqlbox_hash_istream, istream);
-	const unsigned char *data;
-	uoff_t start;
-	size_t size;
-	ssize_t ret;
-
-	i_stream_seek(stream->parent, stream->parent_start_offset +
-		      stream->istream.v_offset);
-	ret = i_stream_read_copy_from_parent(&stream->istream);
-	if (ret <= 0)
-		return ret;
-
-	data = i_stream_get_data(&stream->istream, &size);
-	start = stream->istream.v_offset;
-	if (start + size > hstream->hashed_offset) {
-		size_t skip = hstream->hashed_offset - start;
-
-		sbx_hash_update(hstream->hash, data + skip, size - skip);
-		hstream->hashed_offset = start + size;
-	}
-	return ret;
-}
-
-static void i_stream_sqlbox_hash_seek(struct istream_private *stream,
-				      uoff_t v_offset, bool mark ATTR_UNUSED)
-{
-	struct sqlbox_hash_istream *hstream =
-		container_of(stream, struct sqlbox_hash_istream, istream);
-
-	if (v_offset > hstream->hashed_offset) {
-		io_stream_set_error(&stream->iostream,
-			"sqlbox: can't seek past unhashed data");
-		stream->istream.stream_errno = ESPIPE;
-	}
-	stream->istream.v_offset = v_offset;
-	stream->skip = stream->pos = 0;
-}
-
-struct istream *i_stream_create_sqlbox_hash(struct istream *input,
-					    struct sbx_hash *hash)
-{
-	struct sqlbox_hash_istream *hstream;
-
-	hstream = i_new(struct sqlbox_hash_istream, 1);
-	hstream->hash = hash;
-	hstream->istream.max_buffer_size = input->real_stream->max_buffer_size;
-	hstream->istream.stream_size_passthrough = TRUE;
-	hstream->istream.read = i_stream_sqlbox_hash_read;
-	hstream->istream.seek = i_stream_sqlbox_hash_seek;
-	hstream->istream.istream.readable_fd = FALSE;
-	hstream->istream.istream.blocking = input->blocking;
-	hstream->istream.istream.seekable = input->seekable;
-	return i_stream_create(&hstream->istream, input,
-			       i_stream_get_fd(input), 0);
 }

@@ -2,10 +2,10 @@
 /* Saving (APPEND, LMTP, LDA, doveadm save) and copying messages.
 
    save_begin/continue only spool: the message goes through CRLF
-   normalisation (the one place it happens) and SHA-256 into a temporary
-   stream, and its index record is appended with UID 0. Nothing touches SQL
-   until the transaction commits, so no lock is ever held while a client
-   sends a literal. In commit_pre, under the write lock: the mailbox is
+   normalisation (the one place it happens) into a temporary stream, which
+   save_finish hashes with SHA-256; its index record is appended with UID
+   0. Nothing touches SQL until the transaction commits, so no lock is
+   ever held while a client sends a literal. In commit_pre, under the write lock: the mailbox is
    pulled (the index must know every UID already given out), the new UIDs
    are the next ones after SQL's uidnext, bodies are stored (or found by
    hash and shared) and rows inserted; SQL commits before the index does.
@@ -67,9 +67,8 @@ struct sqlbox_save_context {
 	pool_t pool;
 
 	ARRAY(struct sqlbox_save_mail) mails;
-	/* the mail being saved: its spooling input and hash */
+	/* the mail being saved and its spooling input */
 	struct istream *input;
-	struct sbx_hash *hash;
 	uint32_t seq;
 
 	bool failed:1;
@@ -175,22 +174,17 @@ int sqlbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
 	struct mail_user *user = _ctx->transaction->box->storage->user;
-	struct istream *crlf_input, *hash_input;
+	struct istream *crlf_input;
 	string_t *temp_prefix = t_str_new(128);
 
 	ctx->failed = FALSE;
 	(void)sqlbox_save_add(ctx);
 	mail_set_seq_saving(_ctx->dest_mail, ctx->seq);
 
-	ctx->hash = sbx_hash_alloc();
-	if (ctx->hash == NULL)
-		i_fatal_status(FATAL_OUTOFMEM, "sqlbox: SHA-256 unavailable");
 	/* the one place line endings become CRLF */
 	crlf_input = i_stream_create_crlf(input);
-	hash_input = i_stream_create_sqlbox_hash(crlf_input, ctx->hash);
+	ctx->input = index_mail_cache_parse_init(_ctx->dest_mail, crlf_input);
 	i_stream_unref(&crlf_input);
-	ctx->input = index_mail_cache_parse_init(_ctx->dest_mail, hash_input);
-	i_stream_unref(&hash_input);
 
 	mail_user_set_get_temp_prefix(temp_prefix, user->set);
 	_ctx->data.output = iostream_temp_create_named(str_c(temp_prefix), 0,
@@ -223,6 +217,37 @@ int sqlbox_save_continue(struct mail_save_context *_ctx)
 		return -1;
 	}
 	return 0;
+}
+
+/* SHA-256 of a spooled message, for sharing identical bodies. Returns 0,
+   or -1 with the mail's error set. */
+static int sqlbox_save_hash(struct mail *mail, struct istream *spool,
+			    uint8_t digest_r[SBX_SHA256_SIZE])
+{
+	struct sbx_hash *hash;
+	struct istream *input;
+	const unsigned char *data;
+	size_t size;
+	int ret = 0;
+
+	hash = sbx_hash_alloc();
+	if (hash == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "sqlbox: SHA-256 unavailable");
+	input = i_stream_create_limit(spool, UOFF_T_MAX);
+	while (i_stream_read_more(input, &data, &size) > 0) {
+		sbx_hash_update(hash, data, size);
+		i_stream_skip(input, size);
+	}
+	if (input->stream_errno != 0) {
+		mail_set_critical(mail, "sqlbox: read(%s) failed: %s",
+				  i_stream_get_name(input),
+				  i_stream_get_error(input));
+		ret = -1;
+	}
+	i_stream_unref(&input);
+	sbx_hash_final(hash, digest_r);
+	sbx_hash_free(&hash);
+	return ret;
 }
 
 /* The Message-ID header of a spooled message, for the Sent-copy dedup.
@@ -286,8 +311,9 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 			ctx->failed = TRUE;
 		}
 	}
-	sbx_hash_final(ctx->hash, smail->sha256);
-	sbx_hash_free(&ctx->hash);
+	if (!ctx->failed &&
+	    sqlbox_save_hash(_ctx->dest_mail, smail->input, smail->sha256) < 0)
+		ctx->failed = TRUE;
 
 	if (!ctx->failed) {
 		sqlbox_save_set_data(ctx, smail);
@@ -538,7 +564,6 @@ static void sqlbox_save_free(struct sqlbox_save_context *ctx)
 	array_foreach_modifiable(&ctx->mails, smail)
 		i_stream_unref(&smail->input);
 	i_stream_unref(&ctx->input);
-	sbx_hash_free(&ctx->hash);
 	pool_unref(&ctx->pool);
 	i_free(ctx);
 }
