@@ -70,7 +70,7 @@ case "$dir" in /*) ;; *) dir=$(pwd)/$dir ;; esac
 dir=${dir%/}
 
 SQLBOX_PLUGIN_DIR=${SQLBOX_PLUGIN_DIR:-$repo/build/default}
-MAIL_LOCATION=${MAIL_LOCATION:-sqlbox:~/sqlbox}
+MAIL_LOCATION=${MAIL_LOCATION:-'sqlbox:~/sqlbox'}
 LOAD_SQLBOX=${LOAD_SQLBOX:-yes}
 PORT_BASE=${PORT_BASE:-10000}
 USERS=${USERS-alice:alice bob:bob}
