@@ -72,6 +72,7 @@ all: $(LIBSBX) $(PLUGIN_SO) $(UNIT_BIN)
 help:
 	@echo "make            build libsbx.a, the plugin and the unit tests in $(BUILD)"
 	@echo "make check      unit and integration tests (what CI runs)"
+	@echo "make check-slow the same with long soak and crash runs"
 	@echo "make unit       unit tests (FILTER='suite/test' narrows them)"
 	@echo "make integration  a real Dovecot with the plugin, driven by real clients"
 	@echo "make run        build and start the demo Dovecot on loopback"
@@ -123,6 +124,10 @@ integration: $(PLUGIN_SO)
 	SQLBOX_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -ra tests/integration $(PYTEST_ARGS)
 
 check: unit integration
+
+# The long versions of the soak and crash tests (SQLBOX_SLOW=1 scales them).
+check-slow: $(PLUGIN_SO)
+	SQLBOX_SLOW=1 SQLBOX_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -ra tests/integration $(PYTEST_ARGS)
 
 run: $(PLUGIN_SO)
 	scripts/demo.sh start
