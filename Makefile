@@ -54,20 +54,25 @@ PLUGIN_TEST_CFLAGS = $(PLUGIN_CFLAGS) $(CRITERION_CFLAGS) -Iplugin
 
 STORAGE_SRCS := $(wildcard storage/*.c)
 STORAGE_OBJS := $(STORAGE_SRCS:%.c=$(BUILD)/%.o)
-PLUGIN_SRCS := $(filter-out plugin/submission-%,$(wildcard plugin/sqlbox-*.c))
+PLUGIN_SRCS := $(filter-out plugin/submission-% plugin/sqlbox-lmtp-%,\
+	$(wildcard plugin/sqlbox-*.c))
 PLUGIN_OBJS := $(PLUGIN_SRCS:%.c=$(BUILD)/%.o)
+LMTP_PLUGIN_OBJS := $(BUILD)/plugin/sqlbox-lmtp-plugin.o \
+	$(BUILD)/plugin/sqlbox-settings.o
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
 LIBSBX = $(BUILD)/libsbx.a
 PLUGIN_SO = $(BUILD)/lib20_sqlbox_plugin.so
+LMTP_PLUGIN_SO = $(BUILD)/lib21_sqlbox_lmtp_plugin.so
+PLUGINS = $(PLUGIN_SO) $(LMTP_PLUGIN_SO)
 UNIT_BIN = $(BUILD)/test-unit
 
 .PHONY: all help unit integration check check-slow install uninstall clean \
 	run stop format lint
 .DEFAULT_GOAL := all
 
-all: $(LIBSBX) $(PLUGIN_SO) $(UNIT_BIN)
+all: $(LIBSBX) $(PLUGINS) $(UNIT_BIN)
 
 help:
 	@echo "make            build libsbx.a, the plugin and the unit tests in $(BUILD)"
@@ -106,6 +111,10 @@ $(PLUGIN_SO): $(PLUGIN_OBJS) $(LIBSBX)
 	$(Q)$(CC) -shared $(SANITIZE) -o $@ $(PLUGIN_OBJS) $(LIBSBX) \
 		$(SQLITE_LIBS) $(CRYPTO_LIBS)
 
+$(LMTP_PLUGIN_SO): $(LMTP_PLUGIN_OBJS)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(SANITIZE) -o $@ $(LMTP_PLUGIN_OBJS)
+
 $(UNIT_BIN): $(UNIT_OBJS) $(LIBSBX)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SANITIZE) -o $@ $(UNIT_OBJS) $(LIBSBX) $(CRITERION_LIBS) \
@@ -120,29 +129,30 @@ unit: $(UNIT_BIN)
 	@if ls $(BUILD)/asan-unit/asan.* >/dev/null 2>&1; then \
 		cat $(BUILD)/asan-unit/asan.*; echo "sanitizer reports"; exit 1; fi
 
-integration: $(PLUGIN_SO)
+integration: $(PLUGINS)
 	SQLBOX_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -ra tests/integration $(PYTEST_ARGS)
 
 check: unit integration
 
 # The long versions of the soak and crash tests (SQLBOX_SLOW=1 scales them).
-check-slow: $(PLUGIN_SO)
+check-slow: $(PLUGINS)
 	SQLBOX_SLOW=1 SQLBOX_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -ra tests/integration $(PYTEST_ARGS)
 
-run: $(PLUGIN_SO)
+run: $(PLUGINS)
 	scripts/demo.sh start
 
 stop:
 	scripts/demo.sh stop
 
-install: $(PLUGIN_SO)
+install: $(PLUGINS)
 	install -d $(DESTDIR)$(dovecot_moduledir)
-	install -m 0644 $(PLUGIN_SO) $(DESTDIR)$(dovecot_moduledir)/
+	install -m 0644 $(PLUGINS) $(DESTDIR)$(dovecot_moduledir)/
 	install -d $(DESTDIR)/etc/dovecot/conf.d
 	install -m 0644 packaging/90-sqlbox.conf $(DESTDIR)/etc/dovecot/conf.d/
 
 uninstall:
 	rm -f $(DESTDIR)$(dovecot_moduledir)/lib20_sqlbox_plugin.so
+	rm -f $(DESTDIR)$(dovecot_moduledir)/lib21_sqlbox_lmtp_plugin.so
 	rm -f $(DESTDIR)/etc/dovecot/conf.d/90-sqlbox.conf
 
 format:
@@ -151,4 +161,5 @@ format:
 clean:
 	rm -rf build
 
--include $(STORAGE_OBJS:.o=.d) $(PLUGIN_OBJS:.o=.d) $(UNIT_OBJS:.o=.d)
+-include $(STORAGE_OBJS:.o=.d) $(PLUGIN_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) \
+	$(LMTP_PLUGIN_OBJS:.o=.d)

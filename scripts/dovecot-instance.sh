@@ -210,9 +210,11 @@ check_traversable() {
 }
 
 write_config() {
-	local plugins="" debug=no vsz="" extra=""
+	local plugins="" lmtp_plugins="" debug=no vsz="" extra=""
 	if [ "$LOAD_SQLBOX" = yes ]; then
 		plugins=sqlbox
+		# LMTP's 552 5.3.4 for messages over sqlbox_max_message_size
+		lmtp_plugins=sqlbox_lmtp
 		[ -f "$SQLBOX_PLUGIN_DIR/lib20_sqlbox_plugin.so" ] ||
 			echo "dovecot-instance: warning: $SQLBOX_PLUGIN_DIR/lib20_sqlbox_plugin.so does not exist (yet)" >&2
 	fi
@@ -365,6 +367,7 @@ service lmtp {
 }
 protocol lmtp {
   lmtp_save_to_detail_mailbox = no
+  mail_plugins = \$mail_plugins $lmtp_plugins
 }
 # Submission (RFC 6409 587 role with STARTTLS, RFC 8314 465 role with
 # implicit TLS): not enabled yet. When it is, add "submission" to protocols,
