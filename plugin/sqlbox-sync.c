@@ -382,9 +382,12 @@ static int sqlbox_sync_pull(struct sqlbox_sync_context *ctx)
 	int ret;
 
 	ret = sbx_mailbox_lookup_id(ctx->db, mbox->mailbox_id, &row);
-	if (ret <= 0) {
-		if (ret == 0)
-			mailbox_set_deleted(&mbox->box);
+	if (ret < 0)
+		return -1;
+	if (ret == 0 || strcmp(row.name, mbox->box.name) != 0) {
+		/* deleted, or renamed away (RENAME INBOX moves INBOX's row to
+		   the new name): as with maildir, the selected mailbox is gone */
+		mailbox_set_deleted(&mbox->box);
 		return -1;
 	}
 	hdr = mail_index_get_header(ctx->sync_view);
