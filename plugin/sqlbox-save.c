@@ -494,6 +494,17 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	return 0;
 }
 
+struct sqlbox_save_uid {
+	uint32_t uid;
+	struct sqlbox_save_mail *smail;
+};
+
+static int sqlbox_save_uid_cmp(const struct sqlbox_save_uid *a,
+			       const struct sqlbox_save_uid *b)
+{
+	return a->uid < b->uid ? -1 : (a->uid > b->uid ? 1 : 0);
+}
+
 int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
@@ -503,6 +514,8 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	struct sqlbox_save_mail *smail;
 	struct seq_range_iter iter;
 	struct sbx_mailbox row;
+	ARRAY(struct sqlbox_save_uid) uids;
+	struct sqlbox_save_uid *su;
 	unsigned int n = 0;
 	uint64_t modseq;
 	uint32_t uid;
@@ -530,11 +543,20 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 
 	mail_index_append_finish_uids(ctx->trans, row.uidnext,
 				      &t->changes->saved_uids);
+	/* UIDs a save asked for (dsync) are kept when not below uidnext,
+	   in any order: rows go in ascending, as UIDs are never reused */
+	t_array_init(&uids, array_count(&ctx->mails));
 	seq_range_array_iter_init(&iter, &t->changes->saved_uids);
 	array_foreach_modifiable(&ctx->mails, smail) {
 		if (!seq_range_array_iter_nth(&iter, n++, &uid))
 			i_unreached();
-		ret = sqlbox_save_insert(ctx, smail, uid, modseq);
+		su = array_append_space(&uids);
+		su->uid = uid;
+		su->smail = smail;
+	}
+	array_sort(&uids, sqlbox_save_uid_cmp);
+	array_foreach_modifiable(&uids, su) {
+		ret = sqlbox_save_insert(ctx, su->smail, su->uid, modseq);
 		if (ret == -2)
 			goto fail_quiet;
 		if (ret < 0)
