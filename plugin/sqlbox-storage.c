@@ -12,7 +12,6 @@
 #include "array.h"
 #include "ioloop.h"
 #include "mail-index-modseq.h"
-#include "mail-index-transaction-private.h"
 #include "mailbox-list-private.h"
 #include "mail-storage-private.h"
 #include "mailbox-watch.h"
@@ -22,6 +21,8 @@
 #include "sqlbox-error.h"
 #include "sqlbox-mail.h"
 #include "sqlbox-save.h"
+#include "sqlbox-attribute.h"
+#include "sqlbox-transaction.h"
 #include "sqlbox-sync.h"
 #include "sqlbox-storage.h"
 
@@ -364,78 +365,6 @@ static void sqlbox_notify_changes(struct mailbox *box)
 	mailbox_watch_add(box, db_path);
 }
 
-/* Does a committed transaction leave changes the index must push to SQL?
-   Expunge requests are reported as "other" changes (only external
-   expunges count as CHANGE_EXPUNGE), so those are looked for directly. */
-static bool sqlbox_transaction_needs_push(struct mailbox *box,
-	enum mail_index_transaction_change changes)
-{
-	if ((changes & (MAIL_INDEX_TRANSACTION_CHANGE_FLAGS |
-			MAIL_INDEX_TRANSACTION_CHANGE_KEYWORDS |
-			MAIL_INDEX_TRANSACTION_CHANGE_EXPUNGE)) != 0)
-		return TRUE;
-	return (changes & MAIL_INDEX_TRANSACTION_CHANGE_OTHERS) != 0 &&
-		mail_index_sync_have_any_expunges(box->index);
-}
-
-/* Does an index transaction change flags or keywords, or expunge? */
-static bool sqlbox_itrans_has_changes(struct mail_index_transaction *itrans)
-{
-	return array_is_created(&itrans->updates) ||
-		array_is_created(&itrans->keyword_updates) ||
-		array_is_created(&itrans->expunges);
-}
-
-/* Flag, keyword and expunge changes reach SQL before the commit returns:
-   a STORE answered OK is on disk, and other processes see it. The write
-   lock is taken before the index commit, so a lock that can't be had in
-   sqlbox_lock_timeout fails the command with NO [INUSE] and changes
-   nothing. (A transaction that saves takes the lock in commit_pre; its
-   other changes, if any, are pushed after the commit.) */
-static int
-sqlbox_transaction_commit(struct mailbox_transaction_context *t,
-			  struct mail_transaction_commit_changes *changes_r)
-{
-	struct mailbox *box = t->box;
-	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
-	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
-	bool locked = FALSE;
-
-	if (box->opened && t->save_ctx == NULL &&
-	    sqlbox_itrans_has_changes(t->itrans)) {
-		if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
-			sqlbox_set_box_error(box, db);
-			index_transaction_rollback(t);
-			return -1;
-		}
-		locked = TRUE;
-	}
-	if (index_transaction_commit(t, changes_r) < 0) {
-		if (locked)
-			sbx_tx_rollback(db);
-		return -1;
-	}
-	if (locked) {
-		if (sqlbox_sync(mbox, SQLBOX_SYNC_FLAG_IN_WRITE_TX) < 0) {
-			sbx_tx_rollback(db);
-			return -1;
-		}
-		if (sbx_tx_commit(db) < 0) {
-			sqlbox_set_box_error(box, db);
-			/* the index has what SQL refused */
-			mbox->need_full_import = TRUE;
-			return -1;
-		}
-		return 0;
-	}
-	if (box->opened &&
-	    sqlbox_transaction_needs_push(box, changes_r->changes_mask)) {
-		if (sqlbox_sync(mbox, 0) < 0)
-			return -1;
-	}
-	return 0;
-}
-
 struct mail_storage sqlbox_storage = {
 	.name = SQLBOX_STORAGE_NAME,
 	.class_flags = MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
@@ -465,18 +394,18 @@ struct mailbox sqlbox_mailbox = {
 		.get_status = sqlbox_mailbox_get_status,
 		.get_metadata = sqlbox_mailbox_get_metadata,
 		.set_subscribed = index_storage_set_subscribed,
-		.attribute_set = index_storage_attribute_set,
-		.attribute_get = index_storage_attribute_get,
-		.attribute_iter_init = index_storage_attribute_iter_init,
-		.attribute_iter_next = index_storage_attribute_iter_next,
-		.attribute_iter_deinit = index_storage_attribute_iter_deinit,
+		.attribute_set = sqlbox_attribute_set,
+		.attribute_get = sqlbox_attribute_get,
+		.attribute_iter_init = sqlbox_attribute_iter_init,
+		.attribute_iter_next = sqlbox_attribute_iter_next,
+		.attribute_iter_deinit = sqlbox_attribute_iter_deinit,
 		.sync_init = sqlbox_mailbox_sync_init,
 		.sync_next = index_mailbox_sync_next,
 		.sync_deinit = index_mailbox_sync_deinit,
 		.notify_changes = sqlbox_notify_changes,
-		.transaction_begin = index_transaction_begin,
+		.transaction_begin = sqlbox_transaction_begin,
 		.transaction_commit = sqlbox_transaction_commit,
-		.transaction_rollback = index_transaction_rollback,
+		.transaction_rollback = sqlbox_transaction_rollback,
 		.mail_alloc = sqlbox_mail_alloc,
 		.search_init = index_storage_search_init,
 		.search_deinit = index_storage_search_deinit,

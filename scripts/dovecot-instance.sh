@@ -303,6 +303,11 @@ $plugin_dir_line
 # Required for sqlbox (DESIGN.md section 7): the list index would advertise
 # NOTIFY, which sqlbox does not implement.
 mailbox_list_index = no
+# IMAP METADATA (RFC 5464). Dovecot advertises it only with a non-empty
+# mail_attribute_dict; sqlbox keeps attributes in its database and never
+# uses the dict (maildir and sdbox instances do).
+imap_metadata = yes
+mail_attribute_dict = file:%h/dovecot-attributes
 mailbox_idle_check_interval = $IDLE_CHECK_INTERVAL
 postmaster_address = postmaster@localhost
 

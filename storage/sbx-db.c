@@ -634,26 +634,45 @@ int sbx_db_prepare_file(struct sbx_db *db)
 	return ret;
 }
 
+static int sbx_db_scratch_reserve(struct sbx_db *db, size_t size)
+{
+	size_t len;
+	char *scratch;
+
+	if (size <= db->scratch_size)
+		return 0;
+	len = size < 256 ? 256 : size;
+	scratch = realloc(db->scratch, len);
+	if (scratch == NULL)
+		return sbx_error_set(db, SBX_ERR_NOMEM, "copy: out of memory");
+	db->scratch = scratch;
+	db->scratch_size = len;
+	return 0;
+}
+
+int sbx_db_keep_blob(struct sbx_db *db, const void *data, size_t size,
+		     const void **copy_r)
+{
+	if (sbx_db_scratch_reserve(db, size + 1) < 0)
+		return -1;
+	if (size > 0)
+		memcpy(db->scratch, data, size);
+	db->scratch[size] = '\0';
+	*copy_r = db->scratch;
+	return 0;
+}
+
 int sbx_db_keep_strings(struct sbx_db *db, const char **const strs[],
 			size_t count)
 {
 	size_t i, len, total = 0, pos = 0;
-	char *scratch;
 
 	for (i = 0; i < count; i++) {
 		if (*strs[i] != NULL)
 			total += strlen(*strs[i]) + 1;
 	}
-	if (total > db->scratch_size) {
-		len = total < 256 ? 256 : total;
-		scratch = realloc(db->scratch, len);
-		if (scratch == NULL) {
-			return sbx_error_set(db, SBX_ERR_NOMEM,
-					     "copy strings: out of memory");
-		}
-		db->scratch = scratch;
-		db->scratch_size = len;
-	}
+	if (sbx_db_scratch_reserve(db, total) < 0)
+		return -1;
 	for (i = 0; i < count; i++) {
 		if (*strs[i] == NULL)
 			continue;

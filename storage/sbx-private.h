@@ -86,6 +86,12 @@ int sbx_db_require_write(struct sbx_db *db, const char *what);
 int sbx_db_keep_strings(struct sbx_db *db, const char **const strs[],
 			size_t count);
 
+/* Copies size bytes into db's scratch buffer, NUL-terminated after them,
+   and points *copy_r there: valid until the next call that uses the
+   scratch buffer. Returns 0, or -1 (SBX_ERR_NOMEM). */
+int sbx_db_keep_blob(struct sbx_db *db, const void *data, size_t size,
+		     const void **copy_r);
+
 /* The write lock: flock(LOCK_EX) on "<path>.lock", waiting up to the lock
    timeout in short growing sleeps. Fails with SBX_ERR_BUSY on timeout.
    Never nested: taking it while held is SBX_ERR_INTERNAL. sbx_db_lock()

@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/* Mailbox transactions: Dovecot's index transaction plus what must reach
+   SQL when it commits.
+
+   Flag, keyword and expunge changes and attribute changes are written to
+   SQL before the commit returns, in one SQL transaction whose write lock
+   is taken before the index commits: a lock that can't be had within
+   sqlbox_lock_timeout fails the command with NO [INUSE] and changes
+   nothing, neither in SQL nor in the session's view. A transaction that
+   saves takes the lock in commit_pre instead (sqlbox-save.c); its other
+   changes, if any, follow in a transaction of their own. */
+
+#include "lib.h"
+#include "array.h"
+#include "mail-index-transaction-private.h"
+#include "index-storage.h"
+#include "sbx-attr.h"
+#include "sbx-db.h"
+#include "sqlbox-error.h"
+#include "sqlbox-storage.h"
+#include "sqlbox-sync.h"
+#include "sqlbox-transaction.h"
+
+struct mailbox_transaction_context *
+sqlbox_transaction_begin(struct mailbox *box,
+			 enum mailbox_transaction_flags flags,
+			 const char *reason)
+{
+	struct sqlbox_transaction_context *st;
+
+	st = i_new(struct sqlbox_transaction_context, 1);
+	index_transaction_init(&st->t, box, flags, reason);
+	return &st->t;
+}
+
+/* Does an index transaction change flags or keywords, or expunge? */
+static bool sqlbox_itrans_has_changes(struct mail_index_transaction *itrans)
+{
+	return array_is_created(&itrans->updates) ||
+		array_is_created(&itrans->keyword_updates) ||
+		array_is_created(&itrans->expunges);
+}
+
+/* Does a committed transaction leave changes the index must push to SQL?
+   Expunge requests are reported as "other" changes (only external
+   expunges count as CHANGE_EXPUNGE), so those are looked for directly. */
+static bool
+sqlbox_transaction_needs_push(struct mailbox *box,
+			      enum mail_index_transaction_change changes)
+{
+	if ((changes & (MAIL_INDEX_TRANSACTION_CHANGE_FLAGS |
+			MAIL_INDEX_TRANSACTION_CHANGE_KEYWORDS |
+			MAIL_INDEX_TRANSACTION_CHANGE_EXPUNGE)) != 0)
+		return TRUE;
+	return (changes & MAIL_INDEX_TRANSACTION_CHANGE_OTHERS) != 0 &&
+		mail_index_sync_have_any_expunges(box->index);
+}
+
+/* Writes attribute changes inside the caller's write transaction. */
+static int
+sqlbox_transaction_apply_attrs(struct sbx_db *db, int64_t mailbox_id,
+			       const struct sqlbox_attr_change *changes,
+			       unsigned int count)
+{
+	unsigned int i;
+
+	for (i = 0; i < count; i++) {
+		const struct sqlbox_attr_change *c = &changes[i];
+		size_t size = c->value == NULL ? 0 : strlen(c->value);
+
+		if (sbx_attr_set(db, mailbox_id, c->type, c->key, c->value,
+				 size, (int64_t)c->last_change) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Attribute changes of a saving transaction, after its commit. */
+static int
+sqlbox_transaction_attrs_alone(struct sqlbox_mailbox *mbox,
+			       const struct sqlbox_attr_change *changes,
+			       unsigned int count)
+{
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0)
+		goto fail;
+	if (sqlbox_transaction_apply_attrs(db, mbox->mailbox_id, changes,
+					   count) < 0) {
+		sbx_tx_rollback(db);
+		goto fail;
+	}
+	if (sbx_tx_commit(db) < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlbox_set_box_error(&mbox->box, db);
+	return -1;
+}
+
+static int
+sqlbox_transaction_commit_locked(struct mailbox_transaction_context *t,
+				 struct mail_transaction_commit_changes *changes_r,
+				 const struct sqlbox_attr_change *attrs,
+				 unsigned int attr_count)
+{
+	struct mailbox *box = t->box;
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
+		sqlbox_set_box_error(box, db);
+		index_transaction_rollback(t);
+		return -1;
+	}
+	if (sqlbox_transaction_apply_attrs(db, mbox->mailbox_id, attrs,
+					   attr_count) < 0) {
+		sqlbox_set_box_error(box, db);
+		sbx_tx_rollback(db);
+		index_transaction_rollback(t);
+		return -1;
+	}
+	if (index_transaction_commit(t, changes_r) < 0) {
+		sbx_tx_rollback(db);
+		return -1;
+	}
+	if (sqlbox_sync(mbox, SQLBOX_SYNC_FLAG_IN_WRITE_TX) < 0) {
+		sbx_tx_rollback(db);
+		return -1;
+	}
+	if (sbx_tx_commit(db) < 0) {
+		sqlbox_set_box_error(box, db);
+		/* the index has what SQL refused */
+		mbox->need_full_import = TRUE;
+		return -1;
+	}
+	return 0;
+}
+
+int sqlbox_transaction_commit(struct mailbox_transaction_context *t,
+			      struct mail_transaction_commit_changes *changes_r)
+{
+	struct sqlbox_transaction_context *st = SQLBOX_TRANSACTION(t);
+	struct mailbox *box = t->box;
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
+	/* t is freed by the commit: keep what comes after it */
+	pool_t attr_pool = st->attr_pool;
+	const struct sqlbox_attr_change *attrs = NULL;
+	unsigned int attr_count = 0;
+	bool saving = t->save_ctx != NULL;
+	int ret;
+
+	if (attr_pool != NULL)
+		attrs = array_get(&st->attr_changes, &attr_count);
+
+	if (!saving && (attr_count > 0 || sqlbox_itrans_has_changes(t->itrans)))
+		ret = sqlbox_transaction_commit_locked(t, changes_r, attrs,
+						       attr_count);
+	else {
+		ret = index_transaction_commit(t, changes_r);
+		if (ret == 0 && attr_count > 0)
+			ret = sqlbox_transaction_attrs_alone(mbox, attrs,
+							     attr_count);
+		if (ret == 0 &&
+		    sqlbox_transaction_needs_push(box, changes_r->changes_mask))
+			ret = sqlbox_sync(mbox, 0);
+	}
+	pool_unref(&attr_pool);
+	return ret;
+}
+
+void sqlbox_transaction_rollback(struct mailbox_transaction_context *t)
+{
+	struct sqlbox_transaction_context *st = SQLBOX_TRANSACTION(t);
+	pool_t attr_pool = st->attr_pool;
+
+	index_transaction_rollback(t);
+	pool_unref(&attr_pool);
+}
