@@ -13,12 +13,15 @@
 #include "array.h"
 #include "mkdir-parents.h"
 #include "hostpid.h"
+#include "ioloop.h"
 #include "imap-match.h"
 #include "mailbox-tree.h"
 #include "mailbox-list-subscriptions.h"
 #include "mail-storage-private.h"
 #include "sbx-db.h"
 #include "sbx-mailbox.h"
+#include "sbx-mailbox-log.h"
+#include "mailbox-log.h"
 #include "sqlbox-error.h"
 #include "sqlbox-storage.h"
 
@@ -39,6 +42,79 @@ static struct mailbox_list *sqlbox_list_alloc(void)
 	list->list = sqlbox_mailbox_list;
 	list->list.pool = pool;
 	return &list->list;
+}
+
+/* Mirrors a record of dovecot.mailbox.log into SQL, inside the caller's
+   write transaction, with the time Dovecot gives the file's record. */
+static int sqlbox_list_log_change(struct mailbox_list *list,
+				  enum mailbox_log_record_type type,
+				  const guid_128_t guid)
+{
+	struct sbx_mailbox_log_rec rec;
+
+	i_zero(&rec);
+	memcpy(rec.guid, guid, sizeof(rec.guid));
+	rec.type = (uint8_t)type;
+	rec.stamp = list->changelog_timestamp != (time_t)-1 ?
+		list->changelog_timestamp : ioloop_time;
+	return sbx_mailbox_log_add(SQLBOX_LIST(list)->db, &rec);
+}
+
+/* The change log of a name (renames, subscriptions, \Noselect deletes)
+   carries a hash of the name, as Dovecot's own records do. */
+static int sqlbox_list_log_name(struct mailbox_list *list,
+				enum mailbox_log_record_type type,
+				const char *name)
+{
+	guid_128_t guid;
+
+	mailbox_name_get_sha128(mailbox_list_get_vname(list, name), guid);
+	return sqlbox_list_log_change(list, type, guid);
+}
+
+/* dsync reads dovecot.mailbox.log to tell deleted and renamed folders
+   from new ones; the file is only a copy of the mailbox_log table, and
+   is written again from it when it is missing. */
+static void sqlbox_list_restore_changelog(struct sqlbox_mailbox_list *list)
+{
+	const char *path = t_strconcat(list->list.set.root_dir, "/",
+				       MAILBOX_LOG_FILE_NAME, NULL);
+	struct sbx_mailbox_log_iter *iter;
+	struct sbx_mailbox_log_rec srec;
+	struct mailbox_log_record rec;
+	struct mailbox_log *log = NULL;
+	struct stat st;
+	const char *msg;
+	int ret;
+
+	if (stat(path, &st) == 0 || errno != ENOENT)
+		return;
+	if (sbx_mailbox_log_iter_init(list->db, &iter) < 0)
+		goto fail;
+	while ((ret = sbx_mailbox_log_iter_next(iter, &srec)) > 0) {
+		if (log == NULL) {
+			log = mailbox_log_alloc(list->list.ns->user->event,
+						path);
+			/* private, like the database next to it */
+			mailbox_log_set_permissions(log, 0600, (gid_t)-1,
+						    "sqlbox");
+		}
+		i_zero(&rec);
+		rec.type = srec.type;
+		memcpy(rec.mailbox_guid, srec.guid, sizeof(rec.mailbox_guid));
+		mailbox_log_record_set_timestamp(&rec, (time_t)srec.stamp);
+		if (mailbox_log_append(log, &rec) < 0)
+			break;
+	}
+	if (log != NULL)
+		mailbox_log_free(&log);
+	if (sbx_mailbox_log_iter_deinit(&iter) < 0 || ret < 0)
+		goto fail;
+	return;
+fail:
+	(void)sbx_db_last_error(list->db, &msg);
+	e_error(list->list.ns->user->event,
+		"sqlbox: restoring %s failed: %s", path, msg);
 }
 
 static int sqlbox_list_init(struct mailbox_list *_list, const char **error_r)
@@ -79,6 +155,7 @@ static int sqlbox_list_init(struct mailbox_list *_list, const char **error_r)
 		}
 		return -1;
 	}
+	sqlbox_list_restore_changelog(list);
 	return 0;
 }
 
@@ -273,11 +350,20 @@ static int sqlbox_list_set_subscribed(struct mailbox_list *_list,
 {
 	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
 
-	if (sbx_subscription_set(list->db, name, set) < 0) {
-		sqlbox_set_list_error(_list, list->db);
-		return -1;
+	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
+		goto fail;
+	if (sbx_subscription_set(list->db, name, set) < 0 ||
+	    sqlbox_list_log_name(_list, set ? MAILBOX_LOG_RECORD_SUBSCRIBE :
+				 MAILBOX_LOG_RECORD_UNSUBSCRIBE, name) < 0) {
+		sbx_tx_rollback(list->db);
+		goto fail;
 	}
+	if (sbx_tx_commit(list->db) < 0)
+		goto fail;
 	return 0;
+fail:
+	sqlbox_set_list_error(_list, list->db);
+	return -1;
 }
 
 /* Deletes a folder and its messages in one transaction. A folder with
@@ -288,17 +374,33 @@ static int sqlbox_list_delete(struct mailbox_list *_list, const char *name,
 			      bool *kept_noselect_r)
 {
 	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
+	struct sbx_mailbox row;
+	guid_128_t guid;
+	bool was_noselect = TRUE;
 	const char *msg;
+	int ret;
 
+	guid_128_empty(guid);
 	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
 		goto fail;
-	if (sbx_mailbox_delete(list->db, name, kept_noselect_r) < 0) {
-		sbx_tx_rollback(list->db);
-		goto fail;
+	ret = sbx_mailbox_lookup(list->db, name, &row);
+	if (ret > 0) {
+		memcpy(guid, row.guid, sizeof(guid));
+		was_noselect = row.noselect;
 	}
+	if (ret < 0 || sbx_mailbox_delete(list->db, name, kept_noselect_r) < 0)
+		goto fail_rollback;
+	if ((!was_noselect ?
+	     sqlbox_list_log_change(_list, MAILBOX_LOG_RECORD_DELETE_MAILBOX,
+				    guid) :
+	     sqlbox_list_log_name(_list, MAILBOX_LOG_RECORD_DELETE_DIR,
+				  name)) < 0)
+		goto fail_rollback;
 	if (sbx_tx_commit(list->db) < 0)
 		goto fail;
 	return 0;
+fail_rollback:
+	sbx_tx_rollback(list->db);
 fail:
 	switch (sbx_db_last_error(list->db, &msg)) {
 	case SBX_ERR_NOTFOUND:
@@ -359,7 +461,9 @@ sqlbox_list_rename_mailbox(struct mailbox_list *oldlist, const char *oldname,
 	}
 	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
 		goto fail;
-	if (sbx_mailbox_rename(list->db, oldname, newname, !is_inbox) < 0)
+	if (sbx_mailbox_rename(list->db, oldname, newname, !is_inbox) < 0 ||
+	    sqlbox_list_log_name(oldlist, MAILBOX_LOG_RECORD_RENAME,
+				 newname) < 0)
 		goto fail_rollback;
 	if (is_inbox) {
 		i_zero(&inbox);
