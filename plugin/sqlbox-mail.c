@@ -126,8 +126,14 @@ static int sqlbox_mail_get_size(struct mail *_mail, uoff_t *size_r)
 	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
 	struct index_mail_data *data = &mail->imail.data;
 
-	if (_mail->saving)
+	if (_mail->saving) {
+		if (sqlbox_save_get_size(_mail->transaction, _mail->seq,
+					 size_r)) {
+			data->physical_size = data->virtual_size = *size_r;
+			return 0;
+		}
 		return index_mail_get_physical_size(_mail, size_r);
+	}
 	if (sqlbox_mail_lookup(mail) < 0)
 		return -1;
 	data->physical_size = data->virtual_size = mail->size;

@@ -284,10 +284,18 @@ static const char *sqlbox_save_get_message_id(struct istream *spool)
 int sqlbox_save_finish(struct mail_save_context *_ctx)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
-	struct sqlbox_save_mail *smail = array_back_modifiable(&ctx->mails);
+	struct sqlbox_save_mail *smail;
 	struct istream *input = NULL;
 	const char *message_id;
 
+	if (_ctx->data.output == NULL) {
+		/* save_begin never ran: a plugin stacked over us (quota)
+		   refused the mail and mailbox_save_begin() cancels it */
+		i_assert(ctx->input == NULL);
+		index_save_context_free(_ctx);
+		return -1;
+	}
+	smail = array_back_modifiable(&ctx->mails);
 	i_assert(smail->seq == ctx->seq);
 	if (!ctx->failed && o_stream_finish(_ctx->data.output) < 0) {
 		mail_set_critical(_ctx->dest_mail, "sqlbox: write(%s) failed: %s",
@@ -413,6 +421,23 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 		return i_stream_create_limit(smail->input, UOFF_T_MAX);
 	}
 	return NULL;
+}
+
+bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
+			  uint32_t seq, uoff_t *size_r)
+{
+	const struct sqlbox_save_mail *smail;
+
+	if (t->save_ctx == NULL)
+		return FALSE;
+	array_foreach(&SQLBOX_SAVECTX(t->save_ctx)->mails, smail) {
+		if (smail->seq == seq &&
+		    (smail->copy_body_id != 0 || smail->input != NULL)) {
+			*size_r = smail->size;
+			return TRUE;
+		}
+	}
+	return FALSE;
 }
 
 /* Stores a spooled body, or finds an identical one already stored. */

@@ -24,8 +24,10 @@
 #             passwd from USERS, dropping users added this way.
 #
 # Settings (environment, with defaults):
-#   SQLBOX_PLUGIN_DIR   directory holding lib20_sqlbox_plugin.so, used as
-#                       mail_plugin_dir      (default <repo>/build/default)
+#   SQLBOX_PLUGIN_DIR   directory holding lib20_sqlbox_plugin.so and
+#                       lib21_sqlbox_lmtp_plugin.so; DIR/modules (the
+#                       mail_plugin_dir) links to them and to Dovecot's
+#                       own modules           (default <repo>/build/default)
 #   MAIL_LOCATION       mail_location        (default sqlbox:~/sqlbox)
 #   LOAD_SQLBOX         yes|no: put `sqlbox` in mail_plugins; `no` for a
 #                       maildir/sdbox oracle instance (default yes)
@@ -209,6 +211,24 @@ check_traversable() {
 	fi
 }
 
+# Dovecot loads mail plugins from one directory: DIR/modules links to
+# Dovecot's own modules (quota, zlib, sieve, ...) and to the sqlbox ones of
+# SQLBOX_PLUGIN_DIR, so both can be stacked. The links point at the build,
+# so a rebuild needs no new write.
+link_modules() {
+	local to=$1 moduledir f
+	moduledir=$(. /usr/lib/dovecot/dovecot-config && echo "$dovecot_moduledir")
+	rm -rf "$to"
+	mkdir -p "$to"
+	for f in "$moduledir"/*.so; do
+		[ -e "$f" ] && ln -s "$f" "$to/"
+	done
+	for f in lib20_sqlbox_plugin.so lib21_sqlbox_lmtp_plugin.so; do
+		ln -sf "$SQLBOX_PLUGIN_DIR/$f" "$to/$f"
+	done
+	chmod 755 "$to"
+}
+
 write_config() {
 	local plugins="" lmtp_plugins="" debug=no vsz="" extra=""
 	if [ "$LOAD_SQLBOX" = yes ]; then
@@ -232,8 +252,9 @@ write_config() {
 	write_passwd
 	check_traversable
 
-	local plugin_dir_line="mail_plugin_dir = $SQLBOX_PLUGIN_DIR"
+	local plugin_dir_line="mail_plugin_dir = $dir/modules"
 	[ "$LOAD_SQLBOX" = yes ] || plugin_dir_line="# mail_plugin_dir: Dovecot's default (no sqlbox)"
+	link_modules "$dir/modules"
 
 	local nonroot=""
 	if [ "$(id -u)" -ne 0 ]; then
