@@ -230,6 +230,30 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 	}
 }
 
+/* pop3_save_uidl: POP3 stores the UIDL it showed, so it survives a change
+   of pop3_uidl_format or a migration. */
+static void sqlbox_mail_update_pop3_uidl(struct mail *_mail, const char *uidl)
+{
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(_mail->box);
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	const char *msg;
+
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0)
+		goto fail;
+	if (sbx_msg_set_pop3_uidl(db, mbox->mailbox_id, _mail->uid, uidl) < 0) {
+		sbx_tx_rollback(db);
+		goto fail;
+	}
+	if (sbx_tx_commit(db) < 0)
+		goto fail;
+	return;
+fail:
+	/* the vfunc can't fail: the UIDL stays computed from the format */
+	(void)sbx_db_last_error(db, &msg);
+	mail_set_critical(_mail, "sqlbox: saving the POP3 UIDL failed: %s",
+			  msg);
+}
+
 struct mail_vfuncs sqlbox_mail_vfuncs = {
 	.close = sqlbox_mail_close,
 	.free = index_mail_free,
@@ -262,7 +286,7 @@ struct mail_vfuncs sqlbox_mail_vfuncs = {
 	.update_keywords = index_mail_update_keywords,
 	.update_modseq = index_mail_update_modseq,
 	.update_pvt_modseq = index_mail_update_pvt_modseq,
-	.update_pop3_uidl = NULL,
+	.update_pop3_uidl = sqlbox_mail_update_pop3_uidl,
 	.expunge = index_mail_expunge,
 	.set_cache_corrupted = index_mail_set_cache_corrupted,
 	.istream_opened = index_mail_opened,

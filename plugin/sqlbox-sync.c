@@ -590,6 +590,26 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 	return ret < 0 ? -1 : 0;
 }
 
+/* force-resync: counters are kept by triggers, but a database edited by
+   hand may have wrong ones; recount them from the rows. */
+static int sqlbox_sync_recount(struct sqlbox_mailbox *mbox)
+{
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0)
+		goto fail;
+	if (sbx_mailbox_recount(db, mbox->mailbox_id) < 0) {
+		sbx_tx_rollback(db);
+		goto fail;
+	}
+	if (sbx_tx_commit(db) < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlbox_set_box_error(&mbox->box, db);
+	return -1;
+}
+
 struct mailbox_sync_context *
 sqlbox_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 {
@@ -599,8 +619,11 @@ sqlbox_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 
 	if (!box->opened && mailbox_open(box) < 0)
 		failed = TRUE;
-	if ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0)
+	if ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0) {
 		sync_flags |= SQLBOX_SYNC_FLAG_FULL;
+		if (!failed && sqlbox_sync_recount(mbox) < 0)
+			failed = TRUE;
+	}
 	if (!failed && (sync_flags != 0 || mbox->need_full_import ||
 			index_mailbox_want_full_sync(box, flags))) {
 		if (sqlbox_sync(mbox, sync_flags) < 0)

@@ -805,3 +805,19 @@ int sbx_subscription_iter_deinit(struct sbx_subscription_iter **_iter)
 	free(iter);
 	return ret;
 }
+
+int sbx_mailbox_recount(struct sbx_db *db, int64_t id)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (sbx_db_require_write(db, "recount mailbox") < 0)
+		return -1;
+	if (sbx_stmt_get(db, SBX_STMT_MAILBOX_RECOUNT, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, id) == 0)
+		ret = sbx_stmt_exec(db, stmt, "recount mailbox %lld",
+				    (long long)id);
+	sbx_stmt_put(db, stmt);
+	return ret;
+}

@@ -102,6 +102,10 @@ int sbx_mailbox_has_children(struct sbx_db *db, const char *name);
 int sbx_mailbox_modseq_alloc(struct sbx_db *db, int64_t id,
 			     uint64_t *modseq_r);
 
+/* Recomputes the counters (messages, unseen, vsize, psize) of a mailbox
+   from its rows. The caller holds an SBX_TX_WRITE transaction. */
+int sbx_mailbox_recount(struct sbx_db *db, int64_t id);
+
 /* Claims \Recent: sets first_recent_uid to uidnext and returns the old
    value in *old_r. The caller holds an SBX_TX_WRITE transaction. */
 int sbx_mailbox_recent_claim(struct sbx_db *db, int64_t id, uint32_t *old_r);

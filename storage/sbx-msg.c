@@ -456,3 +456,23 @@ int sbx_expunge_iter_deinit(struct sbx_expunge_iter **_iter)
 	free(iter);
 	return ret;
 }
+
+int sbx_msg_set_pop3_uidl(struct sbx_db *db, int64_t mailbox_id,
+			  uint32_t uid, const char *uidl)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (sbx_db_require_write(db, "set POP3 UIDL") < 0)
+		return -1;
+	if (sbx_stmt_get(db, SBX_STMT_MSG_SET_POP3_UIDL, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) == 0 &&
+	    sbx_bind_int64(db, stmt, 2, uid) == 0 &&
+	    sbx_bind_text(db, stmt, 3, uidl) == 0) {
+		ret = sbx_stmt_exec(db, stmt, "set POP3 UIDL of UID %u in "
+				    "mailbox %lld", uid, (long long)mailbox_id);
+	}
+	sbx_stmt_put(db, stmt);
+	return ret < 0 ? -1 : (sqlite3_changes(db->sqlite) > 0 ? 1 : 0);
+}

@@ -93,6 +93,12 @@ int sbx_expunge_iter_init(struct sbx_db *db, int64_t mailbox_id,
 int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r);
 int sbx_expunge_iter_deinit(struct sbx_expunge_iter **iter);
 
+/* Sets the POP3 UIDL of one message (NULL clears it). Returns 1 if set,
+   0 if the message does not exist. The caller holds an SBX_TX_WRITE
+   transaction. */
+int sbx_msg_set_pop3_uidl(struct sbx_db *db, int64_t mailbox_id,
+			  uint32_t uid, const char *uidl);
+
 /* Sorts and de-duplicates a space separated keyword list into a malloc()ed
    string. Returns NULL only when out of memory. */
 char *sbx_keywords_normalize(const char *keywords);

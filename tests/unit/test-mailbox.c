@@ -553,3 +553,24 @@ Test(subscription, names_need_no_mailbox)
 	cr_assert_eq(sbx_subscription_set(fixture_db, "Nowhere/x", true), 0);
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM mailboxes"), 0);
 }
+
+Test(mailbox, recount_repairs_counters_edited_by_hand)
+{
+	int64_t box = fixture_mailbox("INBOX");
+	sqlite3 *raw;
+
+	(void)fixture_append_text(box, "Subject: a\r\n\r\nx\r\n", 0);
+	(void)fixture_append_text(box, "Subject: b\r\n\r\ny\r\n", SBX_FLAG_SEEN);
+	cr_assert_eq(sqlite3_open(fixture_path, &raw), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(raw, "UPDATE mailboxes SET messages = 7,"
+				  " unseen = 0, vsize = 1, psize = 2",
+				  NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(raw);
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_recount(fixture_db, box), 0, "%s",
+		     fixture_error());
+	fixture_commit();
+	fixture_check_invariants();
+	cr_assert_eq(fixture_sql_int("SELECT messages FROM mailboxes"), 2);
+	cr_assert_eq(fixture_sql_int("SELECT unseen FROM mailboxes"), 1);
+}

@@ -538,3 +538,22 @@ Test(msg, random_operations_match_a_model)
 	}
 	fixture_check_invariants();
 }
+
+Test(msg, pop3_uidl_is_set_and_cleared)
+{
+	int64_t box = fixture_mailbox("INBOX");
+	uint32_t uid = fixture_append_text(box, "Subject: a\r\n\r\nx\r\n", 0);
+	struct sbx_msg msg;
+
+	fixture_begin();
+	cr_assert_eq(sbx_msg_set_pop3_uidl(fixture_db, box, uid, "UIDL-1"), 1);
+	cr_assert_eq(sbx_msg_set_pop3_uidl(fixture_db, box, uid + 5, "x"), 0);
+	fixture_commit();
+	cr_assert_eq(sbx_msg_lookup(fixture_db, box, uid, &msg), 1);
+	cr_assert_str_eq(msg.pop3_uidl, "UIDL-1");
+	fixture_begin();
+	cr_assert_eq(sbx_msg_set_pop3_uidl(fixture_db, box, uid, NULL), 1);
+	fixture_commit();
+	cr_assert_eq(sbx_msg_lookup(fixture_db, box, uid, &msg), 1);
+	cr_assert_null(msg.pop3_uidl);
+}
