@@ -230,6 +230,12 @@ static int sbx_db_configure(struct sbx_db *db)
 	/* Triggers and views of the file may not call risky functions. */
 	if (sbx_db_exec_pragma(db, "PRAGMA trusted_schema = OFF") < 0)
 		return -1;
+	/* The automatic checkpoint (every 1000 pages, inside COMMIT, so
+	   under the lock file) restarts the WAL; this truncates the file
+	   back to 16 MiB then, so one 50 MB message doesn't leave a 50 MB
+	   WAL behind for good. */
+	if (sbx_db_exec_pragma(db, "PRAGMA journal_size_limit = 16777216") < 0)
+		return -1;
 	/* FULL: an accepted mail is on disk (Dovecot's mail_fsync). */
 	if (sbx_db_exec_pragma(db,
 			sbx_db_synchronous_pragma(db->synchronous)) < 0)
