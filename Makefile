@@ -61,13 +61,16 @@ PLUGIN_SRCS := $(filter-out plugin/submission-% plugin/sqlbox-lmtp-%,\
 PLUGIN_OBJS := $(PLUGIN_SRCS:%.c=$(BUILD)/%.o)
 LMTP_PLUGIN_OBJS := $(BUILD)/plugin/sqlbox-lmtp-plugin.o \
 	$(BUILD)/plugin/sqlbox-settings.o
+DOVEADM_PLUGIN_OBJS := $(BUILD)/plugin/doveadm-sqlbox-plugin.o \
+	$(BUILD)/plugin/sqlbox-settings.o
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 
 LIBSBX = $(BUILD)/libsbx.a
 PLUGIN_SO = $(BUILD)/lib20_sqlbox_plugin.so
 LMTP_PLUGIN_SO = $(BUILD)/lib21_sqlbox_lmtp_plugin.so
-PLUGINS = $(PLUGIN_SO) $(LMTP_PLUGIN_SO)
+DOVEADM_PLUGIN_SO = $(BUILD)/lib10_doveadm_sqlbox_plugin.so
+PLUGINS = $(PLUGIN_SO) $(LMTP_PLUGIN_SO) $(DOVEADM_PLUGIN_SO)
 UNIT_BIN = $(BUILD)/test-unit
 
 .PHONY: all help unit integration check check-slow install uninstall clean \
@@ -117,6 +120,11 @@ $(LMTP_PLUGIN_SO): $(LMTP_PLUGIN_OBJS)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared $(SANITIZE) -o $@ $(LMTP_PLUGIN_OBJS)
 
+$(DOVEADM_PLUGIN_SO): $(DOVEADM_PLUGIN_OBJS) $(LIBSBX)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(SANITIZE) -o $@ $(DOVEADM_PLUGIN_OBJS) $(LIBSBX) \
+		$(SQLITE_LIBS) $(CRYPTO_LIBS)
+
 $(UNIT_BIN): $(UNIT_OBJS) $(LIBSBX)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(SANITIZE) -o $@ $(UNIT_OBJS) $(LIBSBX) $(CRITERION_LIBS) \
@@ -147,14 +155,16 @@ stop:
 	scripts/demo.sh stop
 
 install: $(PLUGINS)
-	install -d $(DESTDIR)$(dovecot_moduledir)
-	install -m 0644 $(PLUGINS) $(DESTDIR)$(dovecot_moduledir)/
+	install -d $(DESTDIR)$(dovecot_moduledir) $(DESTDIR)$(dovecot_moduledir)/doveadm
+	install -m 0644 $(PLUGIN_SO) $(LMTP_PLUGIN_SO) $(DESTDIR)$(dovecot_moduledir)/
+	install -m 0644 $(DOVEADM_PLUGIN_SO) $(DESTDIR)$(dovecot_moduledir)/doveadm/
 	install -d $(DESTDIR)/etc/dovecot/conf.d
 	install -m 0644 packaging/90-sqlbox.conf $(DESTDIR)/etc/dovecot/conf.d/
 
 uninstall:
 	rm -f $(DESTDIR)$(dovecot_moduledir)/lib20_sqlbox_plugin.so
 	rm -f $(DESTDIR)$(dovecot_moduledir)/lib21_sqlbox_lmtp_plugin.so
+	rm -f $(DESTDIR)$(dovecot_moduledir)/doveadm/lib10_doveadm_sqlbox_plugin.so
 	rm -f $(DESTDIR)/etc/dovecot/conf.d/90-sqlbox.conf
 
 format:
@@ -164,4 +174,4 @@ clean:
 	rm -rf build
 
 -include $(STORAGE_OBJS:.o=.d) $(PLUGIN_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) \
-	$(LMTP_PLUGIN_OBJS:.o=.d)
+	$(LMTP_PLUGIN_OBJS:.o=.d) $(DOVEADM_PLUGIN_OBJS:.o=.d)

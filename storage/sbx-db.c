@@ -130,6 +130,47 @@ void sbx_db_unlock(struct sbx_db *db)
 	db->lock_held = false;
 }
 
+/* SQLite's automatic checkpoint can't keep the WAL small here: the
+   progress of a checkpoint lives in the -shm file, and when the last
+   connection closes without a checkpoint (as ours must, DESIGN §4) the
+   next one to open recovers the WAL and starts counting from zero again,
+   so a WAL written by short-lived processes (LMTP deliveries) is never
+   restarted and grows without bound. So the hook only counts frames, and
+   the commit that passes SBX_WAL_CHECKPOINT_FRAMES truncates the WAL
+   itself, still under the lock file. */
+#define SBX_WAL_CHECKPOINT_FRAMES 1000
+/* How long that checkpoint waits for readers to leave old snapshots: it
+   is skipped (and retried at the next commit) rather than make writers
+   wait. */
+#define SBX_WAL_CHECKPOINT_WAIT_MSECS 100
+
+static int sbx_db_wal_hook(void *context, sqlite3 *sqlite, const char *name,
+			   int frames)
+{
+	struct sbx_db *db = context;
+
+	(void)sqlite;
+	(void)name;
+	db->wal_frames = frames;
+	return SQLITE_OK;
+}
+
+static void sbx_db_checkpoint_if_big(struct sbx_db *db)
+{
+	int log_frames, done_frames, rc;
+
+	if (db->wal_frames < SBX_WAL_CHECKPOINT_FRAMES)
+		return;
+	(void)sqlite3_busy_timeout(db->sqlite, SBX_WAL_CHECKPOINT_WAIT_MSECS);
+	rc = sqlite3_wal_checkpoint_v2(db->sqlite, "main",
+				       SQLITE_CHECKPOINT_TRUNCATE,
+				       &log_frames, &done_frames);
+	(void)sqlite3_busy_timeout(db->sqlite, (int)db->lock_timeout_msecs);
+	if (rc == SQLITE_OK)
+		db->wal_frames = 0;
+	/* SQLITE_BUSY: a reader is still on an old snapshot; next time */
+}
+
 /* Refuses (non-zero: SQLite turns the COMMIT into a rollback) every
    commit but those sbx_tx_commit() and sbx_db_prepare_file() make. */
 static int sbx_db_commit_hook(void *context)
@@ -230,10 +271,9 @@ static int sbx_db_configure(struct sbx_db *db)
 	/* Triggers and views of the file may not call risky functions. */
 	if (sbx_db_exec_pragma(db, "PRAGMA trusted_schema = OFF") < 0)
 		return -1;
-	/* The automatic checkpoint (every 1000 pages, inside COMMIT, so
-	   under the lock file) restarts the WAL; this truncates the file
-	   back to 16 MiB then, so one 50 MB message doesn't leave a 50 MB
-	   WAL behind for good. */
+	/* When a checkpoint restarts the WAL without truncating it (another
+	   connection's), the file is cut back to 16 MiB, so one 50 MB message
+	   doesn't leave a 50 MB WAL behind for good. */
 	if (sbx_db_exec_pragma(db, "PRAGMA journal_size_limit = 16777216") < 0)
 		return -1;
 	/* FULL: an accepted mail is on disk (Dovecot's mail_fsync). */
@@ -241,6 +281,8 @@ static int sbx_db_configure(struct sbx_db *db)
 			sbx_db_synchronous_pragma(db->synchronous)) < 0)
 		return -1;
 	sqlite3_commit_hook(db->sqlite, sbx_db_commit_hook, db);
+	/* replaces the automatic checkpoint: see sbx_db_wal_hook() */
+	sqlite3_wal_hook(db->sqlite, sbx_db_wal_hook, db);
 	return 0;
 }
 
@@ -459,6 +501,8 @@ int sbx_tx_commit(struct sbx_db *db)
 		sbx_tx_rollback(db);
 		return -1;
 	}
+	if (db->tx_write)
+		sbx_db_checkpoint_if_big(db);
 	sbx_tx_end(db);
 	return 0;
 }

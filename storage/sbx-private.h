@@ -51,6 +51,8 @@ struct sbx_db {
 	bool tx_active;
 	bool tx_write;
 	bool is_committing;
+	/* frames in the WAL after the last commit (the WAL hook) */
+	int wal_frames;
 
 	/* MODSEQs allocated in the current write transaction. */
 	struct sbx_modseq_entry *modseqs;
