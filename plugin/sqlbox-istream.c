@@ -119,6 +119,8 @@ static void i_stream_sqlbox_body_destroy(struct iostream_private *stream)
 			     istream.iostream);
 
 	buffer_free(&bstream->chunk);
+	/* this replaces the default destroy, which frees the read buffer */
+	i_stream_free_buffer(&bstream->istream);
 }
 
 struct istream *i_stream_create_sqlbox_body(struct sbx_db *db,
