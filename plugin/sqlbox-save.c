@@ -42,10 +42,12 @@ struct sqlbox_save_mail {
 	/* the spooled message (saves) or 0 and the body to share (copies) */
 	struct istream *input;
 	int64_t copy_body_id;
-	/* MOVE: the source row, expunged in the same SQL transaction that
-	   inserts this one, so a message is never in both folders */
-	int64_t move_src_mailbox_id;
-	uint32_t move_src_uid;
+	/* COPY and MOVE within the database: the source row, which must
+	   still exist when the copy is inserted; a MOVE expunges it in the
+	   same SQL transaction, so a message is never in both folders */
+	int64_t src_mailbox_id;
+	uint32_t src_uid;
+	bool moving;
 	uoff_t size;
 	uint8_t sha256[SBX_SHA256_SIZE];
 
@@ -387,10 +389,9 @@ int sqlbox_copy(struct mail_save_context *_ctx, struct mail *mail)
 	smail->pop3_order = msg.pop3_order;
 	smail->from_envelope = p_strdup(ctx->pool, msg.from_envelope);
 	smail->message_id = p_strdup(ctx->pool, msg.message_id);
-	if (_ctx->moving) {
-		smail->move_src_mailbox_id = src_mbox->mailbox_id;
-		smail->move_src_uid = backend->uid;
-	}
+	smail->src_mailbox_id = src_mbox->mailbox_id;
+	smail->src_uid = backend->uid;
+	smail->moving = _ctx->moving;
 
 	index_copy_cache_fields(_ctx, mail, smail->seq);
 	if (_ctx->dest_mail != NULL)
@@ -481,6 +482,21 @@ static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
 	return sbx_body_writer_close(&writer, body_id_r);
 }
 
+/* A copy's source must still be there when the copy is inserted: another
+   session may have expunged (or moved) it since COPY looked it up.
+   Returns 1 if it is, 0 if not, -1 on error. */
+static int sqlbox_save_source_exists(struct sbx_db *db,
+				     const struct sqlbox_save_mail *smail)
+{
+	struct sbx_msg msg;
+
+	return sbx_msg_lookup(db, smail->src_mailbox_id, smail->src_uid, &msg);
+}
+
+/* Inserts one saved or copied message. Returns 0, -1 with the error in
+   the database handle, -2 with the error already set on the mailbox, or
+   SQLBOX_SAVE_EXPUNGED when a copy's source is gone. */
+#define SQLBOX_SAVE_EXPUNGED (-3)
 static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 			      struct sqlbox_save_mail *smail, uint32_t uid,
 			      uint64_t modseq)
@@ -490,6 +506,11 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	uint64_t src_modseq;
 	int ret;
 
+	if (smail->src_mailbox_id != 0) {
+		ret = sqlbox_save_source_exists(db, smail);
+		if (ret <= 0)
+			return ret < 0 ? -1 : SQLBOX_SAVE_EXPUNGED;
+	}
 	i_zero(&msg);
 	ret = sqlbox_save_store_body(ctx, smail, &msg.body_id);
 	if (ret < 0)
@@ -508,13 +529,15 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	msg.message_id = smail->message_id;
 	if (sbx_msg_append(db, ctx->mbox->mailbox_id, &msg) < 0)
 		return -1;
-	if (smail->move_src_mailbox_id != 0) {
+	if (smail->moving) {
 		/* the source's own expunge later finds the row gone */
-		if (sbx_mailbox_modseq_alloc(db, smail->move_src_mailbox_id,
-					     &src_modseq) < 0 ||
-		    sbx_msg_expunge(db, smail->move_src_mailbox_id,
-				    smail->move_src_uid, src_modseq) < 0)
+		if (sbx_mailbox_modseq_alloc(db, smail->src_mailbox_id,
+					     &src_modseq) < 0)
 			return -1;
+		ret = sbx_msg_expunge(db, smail->src_mailbox_id,
+				      smail->src_uid, src_modseq);
+		if (ret <= 0)
+			return ret < 0 ? -1 : SQLBOX_SAVE_EXPUNGED;
 	}
 	return 0;
 }
@@ -582,6 +605,13 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	array_sort(&uids, sqlbox_save_uid_cmp);
 	array_foreach_modifiable(&uids, su) {
 		ret = sqlbox_save_insert(ctx, su->smail, su->uid, modseq);
+		if (ret == SQLBOX_SAVE_EXPUNGED) {
+			/* nothing of this COPY/MOVE batch is kept */
+			mail_storage_set_error(mbox->box.storage,
+				MAIL_ERROR_EXPUNGED,
+				"Some of the requested messages no longer exist");
+			goto fail_quiet;
+		}
 		if (ret == -2)
 			goto fail_quiet;
 		if (ret < 0)
