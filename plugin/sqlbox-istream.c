@@ -139,6 +139,7 @@ struct istream *i_stream_create_sqlbox_body(struct sbx_db *db,
 	bstream->istream.read = i_stream_sqlbox_body_read;
 	bstream->istream.seek = i_stream_sqlbox_body_seek;
 	bstream->istream.stat = i_stream_sqlbox_body_stat;
+	bstream->istream.max_buffer_size = IO_BLOCK_SIZE;
 	bstream->istream.istream.seekable = TRUE;
 	bstream->istream.istream.blocking = TRUE;
 	bstream->istream.cached_stream_size = size;

@@ -170,6 +170,22 @@ sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 				mail->size);
 			i_stream_set_name(input, t_strdup_printf(
 				"sqlbox body %"PRId64, mail->body_id));
+			/* read the first chunk now, where every caller checks
+			   for failure: POP3's RETR doesn't check its stream and
+			   would send a broken body as an empty message */
+			if (i_stream_read(input) == -1 &&
+			    input->stream_errno != 0) {
+				if (input->stream_errno == ESTALE)
+					mail_set_expunged(_mail);
+				else {
+					mail_set_critical(_mail, "read(%s) "
+						"failed: %s",
+						i_stream_get_name(input),
+						i_stream_get_error(input));
+				}
+				i_stream_unref(&input);
+				return -1;
+			}
 			data->physical_size = data->virtual_size = mail->size;
 		}
 		data->stream = input;

@@ -20,6 +20,8 @@ packages=(
 	sqlite3 openssl
 	python3 python3-pytest
 	ca-certificates
+	# POP3 clients of tests/integration/test_pop3_clients.py
+	fetchmail getmail6 isync dovecot-sieve
 )
 
 die() {
