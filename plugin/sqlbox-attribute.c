@@ -129,8 +129,14 @@ int sqlbox_attribute_get(struct mailbox *box,
 	int ret;
 
 	i_zero(value_r);
-	if (sqlbox_attribute_check(box, type_flags) < 0 ||
-	    sqlbox_attribute_mailbox_id(box, &id) < 0)
+	if (sqlbox_attribute_check(box, type_flags) < 0)
+		return -1;
+	if (*key == '\0') {
+		/* GETMETADATA of /shared or /private itself (with DEPTH)
+		   looks up the root: no entry is ever stored there */
+		return 0;
+	}
+	if (sqlbox_attribute_mailbox_id(box, &id) < 0)
 		return -1;
 	ret = sbx_attr_get(db, id, sqlbox_attribute_type(type_flags), key,
 			   &value, &size, &last_change);
