@@ -14,6 +14,8 @@ client for what imaplib cannot send (MULTIAPPEND with LITERAL+, exact
 transcripts).
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -97,6 +99,15 @@ def pick_port_base(rng=random):
             _used_bases.add(base)
             return base
     raise RuntimeError("no free port base found")
+
+
+def plugin_md_blocks(lang):
+    """The fenced code blocks of PLUGIN.md in a language (```sql), in
+    order: tests run the documented examples themselves, so the page and
+    the tests can't drift apart."""
+    text = (REPO / "PLUGIN.md").read_text()
+    return re.findall(r"^```%s\n(.*?)^```" % re.escape(lang), text,
+                      re.M | re.S)
 
 
 class InstanceError(Exception):
@@ -491,6 +502,105 @@ class DovecotInstance:
         if p.returncode != 0:
             raise InstanceError("sqlite3 %r failed: %s" % (query, p.stderr))
         return p.stdout
+
+    def lock_path(self, user):
+        """The user's write lock file (DESIGN.md 4)."""
+        return self.db_path(user).with_name("mail.sqlite.lock")
+
+    @contextlib.contextmanager
+    def hold_write_lock(self, user):
+        """Holds flock(LOCK_EX) on the user's mail.sqlite.lock for the
+        with-block, as an operator's `flock` would. The file is opened
+        read-only and never created (a root-owned lock file would lock the
+        mail user out), so it must exist: any write by Dovecot makes it."""
+        fd = os.open(str(self.lock_path(user)), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # Closes under the lock file: a read-write connection may checkpoint
+    # on close (DESIGN.md 4).
+    _SQLITE_LOCK_CHILD = (
+        "import fcntl, sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "db.execute('ROLLBACK')\n"
+        "lock = open(sys.argv[1] + '.lock')\n"
+        "fcntl.flock(lock, fcntl.LOCK_EX)\n"
+        "db.close()\n")
+
+    @contextlib.contextmanager
+    def hold_sqlite_write_lock(self, user):
+        """Holds SQLite's own write lock (BEGIN IMMEDIATE, without the
+        lock file) in a child process running as the mail user, for the
+        with-block: a Dovecot writer then gets the lock file and waits
+        inside SQLite, which orders writers deterministically. The child
+        never commits, so nothing changes."""
+        uid, gid = self._mail_ids()
+        kw = {}
+        if os.getuid() == 0:
+            kw = {"user": uid, "group": gid, "extra_groups": []}
+        p = subprocess.Popen(["/usr/bin/python3", "-c",
+                              self._SQLITE_LOCK_CHILD,
+                              str(self.db_path(user))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, **kw)
+        try:
+            if p.stdout.readline().strip() != "locked":
+                raise InstanceError("could not take SQLite's write lock")
+            yield
+        finally:
+            try:
+                p.stdin.write("\n")
+                p.stdin.close()
+            except OSError:
+                pass
+            p.wait(timeout=60)
+
+    def write_lock_is_held(self, user):
+        """True when some process holds flock on mail.sqlite.lock."""
+        fd = os.open(str(self.lock_path(user)), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def sql_by_hand_argv(self, user):
+        """PLUGIN.md's command for changing mail by hand, for this user."""
+        return ["flock", str(self.lock_path(user)), "sqlite3", "-cmd",
+                ".dbconfig no_ckpt_on_close on", str(self.db_path(user))]
+
+    def sql_by_hand(self, user, script, timeout=120):
+        """Changes the user's database the way PLUGIN.md ("Reading and
+        changing mail with SQL", rule 1) tells an operator to: `flock
+        mail.sqlite.lock sqlite3 -cmd '.dbconfig no_ckpt_on_close on'
+        mail.sqlite`, as the mail user, with the SQL on stdin. Fails on a
+        non-zero exit or anything on stderr; returns stdout."""
+        uid, gid = self._mail_ids()
+        cmd = self.sql_by_hand_argv(user)
+        if os.getuid() == 0:
+            cmd = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid,
+                   "--clear-groups"] + cmd
+        p = subprocess.run(cmd, input=script, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+        if p.returncode != 0 or p.stderr.strip():
+            raise InstanceError("sql by hand failed (%d): %s\n--- SQL ---\n"
+                                "%s" % (p.returncode, p.stderr, script))
+        return p.stdout
+
+    # -- processes ----------------------------------------------------------
+
+    def master_pid(self):
+        """The running master's pid (from base_dir's master.pid)."""
+        return int((self.dir / "run" / "master.pid").read_text().split()[0])
 
     # -- the log ------------------------------------------------------------
 
