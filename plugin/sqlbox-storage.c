@@ -45,19 +45,16 @@ static struct mail_storage *sqlbox_storage_alloc(void)
 	return &storage->storage;
 }
 
-static int sqlbox_storage_create(struct mail_storage *_storage,
+static int sqlbox_storage_create(struct mail_storage *_storage ATTR_UNUSED,
 				 struct mail_namespace *ns,
 				 const char **error_r)
 {
-	struct sqlbox_storage *storage = SQLBOX_STORAGE(_storage);
-
 	if (strcmp(ns->list->name, SQLBOX_STORAGE_NAME) != 0) {
 		*error_r = t_strdup_printf(
 			"sqlbox: mail_location must not set LAYOUT=%s: "
 			"sqlbox keeps its own folder list", ns->list->name);
 		return -1;
 	}
-	storage->list = SQLBOX_LIST(ns->list);
 	return 0;
 }
 
@@ -86,7 +83,6 @@ sqlbox_mailbox_alloc(struct mail_storage *storage, struct mailbox_list *list,
 	mbox->box.list = list;
 	mbox->box.mail_vfuncs = &sqlbox_mail_vfuncs;
 	index_storage_mailbox_alloc(&mbox->box, vname, flags, MAIL_INDEX_PREFIX);
-	mbox->storage = SQLBOX_STORAGE(storage);
 	return &mbox->box;
 }
 

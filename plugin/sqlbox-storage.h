@@ -20,14 +20,14 @@ struct sqlbox_mailbox_list {
 	struct sqlbox_settings set;
 };
 
+/* Everything a storage needs is its namespace's list's: the database
+   belongs to the mailbox list (sqlbox_mailbox_get_db()). */
 struct sqlbox_storage {
 	struct mail_storage storage;
-	struct sqlbox_mailbox_list *list; /* borrowed; owns the db */
 };
 
 struct sqlbox_mailbox {
 	struct mailbox box;
-	struct sqlbox_storage *storage;
 
 	/* The mailbox's row, as of the last open or sync. */
 	int64_t mailbox_id;
