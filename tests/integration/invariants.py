@@ -24,7 +24,7 @@ of it; the smaller tests use the helpers."""
 import re
 import threading
 
-from harness import parse_imap, quote
+from harness import ParseError, parse_imap, quote
 
 FLAG_BITS = {"\\Answered": 1, "\\Flagged": 2, "\\Deleted": 4, "\\Seen": 8,
              "\\Draft": 16}
@@ -224,7 +224,11 @@ def fetch_lines(lines):
         m = re.match(rb"\* (\d+) FETCH ", line)
         if not m:
             continue
-        vals = parse_imap(line[m.end():])
+        try:
+            vals = parse_imap(line[m.end():])
+        except ParseError as e:
+            raise ParseError("%s in %r" % (e, line[:300] + b" ... " +
+                                           line[-300:]))
         items = vals[0]
         d = out.setdefault(int(m.group(1)), {})
         for i in range(0, len(items), 2):

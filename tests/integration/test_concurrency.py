@@ -38,14 +38,14 @@ import pytest
 from harness import literal_plus, quote, sqlbox_only
 from invariants import Ledger, check_database, db_state
 from workload import (LOGIN_LOG_FORMAT, ImapWorker, LmtpSender,
-                      final_problems, find_session_pid)
+                      final_problems, find_session_pid, join_all)
 
 SLOW = os.environ.get("SQLBOX_SLOW") == "1"
 DOVECOT_OPTIONS = {"extra_conf": LOGIN_LOG_FORMAT}
 IMAP_SESSIONS = 8
-IMAP_OPS = 10000 if SLOW else 1500
+IMAP_OPS = 6000 if SLOW else 1500
 LMTP_SENDERS = 2
-LMTP_MESSAGES = 2000 if SLOW else 150
+LMTP_MESSAGES = 1000 if SLOW else 150
 JOIN_TIMEOUT = 3600 if SLOW else 600
 
 
@@ -64,9 +64,7 @@ def test_soak_many_sessions_on_one_user(dovecot, user):
                           seed=2000 + i) for i in range(LMTP_SENDERS)]
     for t in workers + senders:
         t.start()
-    for t in workers + senders:
-        t.join(JOIN_TIMEOUT)
-    stuck = [t.name for t in workers + senders if t.is_alive()]
+    stuck = join_all(workers + senders, JOIN_TIMEOUT)
     assert not stuck, "clients still running after %d s: %s" % (
         JOIN_TIMEOUT, stuck)
     errors = [t.error for t in workers + senders if t.error]

@@ -37,7 +37,7 @@ import threading
 import time
 
 from invariants import Ledger
-from workload import LOGIN_LOG_FORMAT, ImapWorker, final_problems
+from workload import LOGIN_LOG_FORMAT, ImapWorker, final_problems, join_all
 
 SLOW = os.environ.get("SQLBOX_SLOW") == "1"
 KILLS = 300 if SLOW else 30
@@ -127,11 +127,10 @@ def test_sigkill_during_changes_loses_nothing(dovecot, user, allow_log):
                                               killed, titles), daemon=True)
     time.sleep(0.5)
     k.start()
-    k.join()
+    join_all([k], 7200)
     for w in workers:
         w.stopping.set()
-    for w in workers:
-        w.join(120)
+    join_all(workers, 120)
     for pid in killed:
         allow_log.append(r"service\(imap\): child %d killed with signal 9"
                          % pid)

@@ -23,7 +23,8 @@ import ssl
 import threading
 import time
 
-from harness import InstanceError, literal_plus, quote, uid_set
+from harness import (InstanceError, ParseError, literal_plus, quote,
+                     uid_set)
 from invariants import compare_view, db_state, fetch_lines, imap_view
 
 FOLDERS = ["INBOX", "Work", "Later"]
@@ -44,18 +45,18 @@ class ConnectionLost(Exception):
     pass
 
 
+_LETTERS = bytes(b"abcdefghijklmnopqrstuvwxyz      "[i % 32]
+                 for i in range(256))
+
+
 def make_message(msgid, rng, size):
     """CRLF-only bytes (stored as they are), about size bytes long."""
     head = ("From: Worker <worker@example.org>\r\nTo: user@example.org\r\n"
-            "Subject: load %s\r\nMessage-ID: %s\r\n\r\n" % (msgid, msgid))
-    lines = []
-    total = len(head)
-    while total < size:
-        line = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz ")
-                       for _ in range(rng.randint(10, 76)))
-        lines.append(line)
-        total += len(line) + 2
-    return (head + "\r\n".join(lines) + "\r\n").encode()
+            "Subject: load %s\r\nMessage-ID: %s\r\n\r\n"
+            % (msgid, msgid)).encode()
+    text = rng.randbytes(max(size - len(head), 1)).translate(_LETTERS)
+    return head + b"\r\n".join(text[i:i + 76]
+                                for i in range(0, len(text), 76)) + b"\r\n"
 
 
 SHARED_BODY = make_message(SHARED_ID, random.Random(7), 3000)
@@ -260,7 +261,13 @@ class ImapWorker(threading.Thread):
             "FETCH", b"UID FETCH %d:* (UID FLAGS BODY.PEEK[HEADER.FIELDS "
                      b"(MESSAGE-ID)])" % low)
         if st == "OK":
-            for item in fetch_lines(lines).values():
+            try:
+                items = fetch_lines(lines)
+            except ParseError as e:
+                self.ledger.failure(self.name, "FETCH", "unparsable "
+                                    "answer: %s" % e)
+                items = {}
+            for item in items.values():
                 head = item.get("BODY[HEADER.FIELDS (MESSAGE-ID)]")
                 if "UID" not in item or not head:
                     continue
@@ -437,6 +444,16 @@ class LmtpSender(threading.Thread):
         except Exception as e:
             self.error = "%s: %r" % (self.name, e)
             raise
+
+
+def join_all(threads, timeout):
+    """Joins threads within timeout seconds in all, in short waits (so
+    that Ctrl-C still works); returns the names of those still running."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        while t.is_alive() and time.monotonic() < deadline:
+            t.join(0.5)
+    return [t.name for t in threads if t.is_alive()]
 
 
 def final_problems(inst, user, ledger, workers):
