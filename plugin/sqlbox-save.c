@@ -235,6 +235,8 @@ static int sqlbox_save_hash(struct mail *mail, struct istream *spool,
 	hash = sbx_hash_alloc();
 	if (hash == NULL)
 		i_fatal_status(FATAL_OUTOFMEM, "sqlbox: SHA-256 unavailable");
+	/* a limit stream starts where its parent is: at the start */
+	i_stream_seek(spool, 0);
 	input = i_stream_create_limit(spool, UOFF_T_MAX);
 	while (i_stream_read_more(input, &data, &size) > 0) {
 		sbx_hash_update(hash, data, size);
@@ -261,6 +263,8 @@ static const char *sqlbox_save_get_message_id(struct istream *spool)
 	struct istream *input;
 	const char *value = NULL;
 
+	/* a limit stream starts where its parent is: at the start */
+	i_stream_seek(spool, 0);
 	input = i_stream_create_limit(spool, UOFF_T_MAX);
 	parser = message_parse_header_init(input, NULL,
 					   MESSAGE_HEADER_PARSER_FLAG_CLEAN_ONELINE);
