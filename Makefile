@@ -175,3 +175,7 @@ clean:
 
 -include $(STORAGE_OBJS:.o=.d) $(PLUGIN_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) \
 	$(LMTP_PLUGIN_OBJS:.o=.d) $(DOVEADM_PLUGIN_OBJS:.o=.d)
+
+# Larger tool targets (benchmarks, packaging, sanitizers, fuzzing) live in
+# mk/*.mk, one file per concern.
+-include $(wildcard mk/*.mk)

@@ -113,10 +113,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 	fi
 	echo "install-deps: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt_opts=(-y -q -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef
+	# Another apt (unattended upgrades at boot) may hold the locks: wait.
+	lock_opts=(-o DPkg::Lock::Timeout=600)
+	apt_opts=("${lock_opts[@]}" -y -q -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef
 		-o Dpkg::Options::=--force-confold --no-install-recommends)
 	if ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-		apt-get -q update >"$log" 2>&1; then
+		apt-get "${lock_opts[@]}" -q update >"$log" 2>&1; then
 		cat "$log" >&2
 		die "apt-get update failed"
 	fi
