@@ -60,6 +60,8 @@ struct sqlbox_save_mail {
 	uint32_t pop3_order;
 	const char *from_envelope;
 	const char *message_id;
+	/* dsync: the source's MODSEQ, which the copy must not go below */
+	uint64_t min_modseq;
 };
 
 struct sqlbox_save_context {
@@ -72,6 +74,10 @@ struct sqlbox_save_context {
 	/* the mail being saved and its spooling input */
 	struct istream *input;
 	uint32_t seq;
+	/* the mailbox's pull cursor after commit_pre's pull, and SQL's
+	   highest MODSEQ after its inserts: with nothing pulled in between,
+	   commit_post moves the cursor past the rows the index now has */
+	uint64_t cursor_before, highest_after;
 
 	bool failed:1;
 };
@@ -137,9 +143,7 @@ sqlbox_save_add(struct sqlbox_save_context *ctx)
 		mail_index_update_keywords(ctx->trans, smail->seq,
 					   MODIFY_REPLACE, mdata->keywords);
 	}
-	if (mdata->min_modseq != 0)
-		mail_index_update_modseq(ctx->trans, smail->seq,
-					 mdata->min_modseq);
+	smail->min_modseq = mdata->min_modseq;
 	ctx->seq = smail->seq;
 
 	smail->flags = mdata->flags & SBX_FLAGS_MASK;
@@ -523,7 +527,7 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	msg.guid = smail->guid;
 	msg.flags = smail->flags;
 	msg.keywords = smail->keywords;
-	msg.modseq = modseq;
+	msg.modseq = I_MAX(modseq, smail->min_modseq);
 	msg.received_date = smail->received_date;
 	msg.received_tz = smail->received_tz;
 	msg.save_date = smail->save_date;
@@ -533,6 +537,10 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	msg.message_id = smail->message_id;
 	if (sbx_msg_append(db, ctx->mbox->mailbox_id, &msg) < 0)
 		return -1;
+	/* the record's MODSEQ is SQL's: exported after the append, the
+	   update raises the index's own count to it */
+	mail_index_update_modseq(ctx->trans, smail->seq, msg.modseq);
+	ctx->highest_after = I_MAX(ctx->highest_after, msg.modseq);
 	if (smail->moving) {
 		/* the source's own expunge later finds the row gone */
 		if (sbx_mailbox_modseq_alloc(db, smail->src_mailbox_id,
@@ -592,6 +600,8 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	}
 	if (sbx_mailbox_modseq_alloc(db, mbox->mailbox_id, &modseq) < 0)
 		goto fail;
+	ctx->cursor_before = mbox->pulled_modseq;
+	ctx->highest_after = modseq;
 
 	mail_index_append_finish_uids(ctx->trans, row.uidnext,
 				      &t->changes->saved_uids);
@@ -621,6 +631,7 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 		if (ret < 0)
 			goto fail;
 	}
+	mail_index_update_highest_modseq(ctx->trans, ctx->highest_after);
 	if (sbx_tx_commit(db) < 0)
 		goto fail_committed;
 	t->changes->uid_validity = row.uidvalidity;
@@ -653,7 +664,11 @@ void sqlbox_transaction_save_commit_post(struct mail_save_context *_ctx,
 	struct mail_index_transaction_commit_result *result ATTR_UNUSED)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+	struct sqlbox_mailbox *mbox = ctx->mbox;
 
+	if (ctx->highest_after != 0 &&
+	    mbox->pulled_modseq == ctx->cursor_before)
+		mbox->pulled_modseq = ctx->highest_after;
 	_ctx->transaction = NULL;	/* already freed */
 	sqlbox_save_free(ctx);
 }

@@ -149,6 +149,9 @@ static int sqlbox_mailbox_open(struct mailbox *box)
 		mailbox_set_index_error(box);
 		return -1;
 	}
+	/* MODSEQs are SQL's and permanent: the import gives every record
+	   its SQL value (sqlbox-sync.c) */
+	mail_index_modseq_enable(box->index);
 	if (sqlbox_sync(mbox, 0) < 0) {
 		mail_index_close(box->index);
 		return -1;
@@ -279,7 +282,26 @@ static int sqlbox_mailbox_delete_box(struct mailbox *box)
 }
 
 #define SQLBOX_STATUS_SQL_ITEMS \
-	(STATUS_MESSAGES | STATUS_UNSEEN | STATUS_UIDVALIDITY | STATUS_UIDNEXT)
+	(STATUS_MESSAGES | STATUS_UNSEEN | STATUS_UIDVALIDITY | \
+	 STATUS_UIDNEXT | STATUS_HIGHESTMODSEQ)
+
+/* The index is in memory, but its MODSEQs are SQL's: HIGHESTMODSEQ is
+   SQL's as of the last sync, which never goes down, in any process. */
+static int
+sqlbox_mailbox_get_open_status(struct mailbox *box,
+			       enum mailbox_status_items items,
+			       struct mailbox_status *status_r)
+{
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
+
+	if (index_storage_get_status(box, items, status_r) < 0)
+		return -1;
+	if ((items & STATUS_HIGHESTMODSEQ) != 0 && box->opened) {
+		status_r->nonpermanent_modseqs = FALSE;
+		status_r->highest_modseq = I_MAX(mbox->pulled_modseq, 1);
+	}
+	return 0;
+}
 
 /* STATUS of a mailbox that isn't open comes from SQL's counters. */
 static int
@@ -292,19 +314,20 @@ sqlbox_mailbox_get_status(struct mailbox *box, enum mailbox_status_items items,
 
 	if (box->opened || items == 0 ||
 	    (items & ENUM_NEGATE(SQLBOX_STATUS_SQL_ITEMS)) != 0)
-		return index_storage_get_status(box, items, status_r);
+		return sqlbox_mailbox_get_open_status(box, items, status_r);
 
 	ret = sqlbox_mailbox_lookup(mbox, &row);
 	if (ret < 0)
 		return -1;
 	if (ret == 0 || row.noselect) {
 		/* autocreated mailboxes are created by opening them */
-		return index_storage_get_status(box, items, status_r);
+		return sqlbox_mailbox_get_open_status(box, items, status_r);
 	}
 	status_r->messages = row.messages;
 	status_r->unseen = row.unseen;
 	status_r->uidvalidity = row.uidvalidity;
 	status_r->uidnext = row.uidnext;
+	status_r->highest_modseq = I_MAX(row.highestmodseq, 1);
 	return 0;
 }
 

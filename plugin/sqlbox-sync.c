@@ -19,6 +19,7 @@
 #include "array.h"
 #include "seq-range-array.h"
 #include "mail-index-modseq.h"
+#include "mail-transaction-log-private.h"
 #include "mailbox-recent-flags.h"
 #include "index-sync-private.h"
 #include "sbx-db.h"
@@ -27,6 +28,15 @@
 #include "sqlbox-error.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
+
+/* A message or tombstone of a folder being imported whole, for the
+   import's second step (sqlbox_sync_import_modseqs()). */
+struct sqlbox_import_rec {
+	uint64_t modseq;
+	uint32_t uid;
+	bool expunged;
+};
+ARRAY_DEFINE_TYPE(sqlbox_import_rec, struct sqlbox_import_rec);
 
 struct sqlbox_sync_context {
 	struct sqlbox_mailbox *mbox;
@@ -43,9 +53,16 @@ struct sqlbox_sync_context {
 	uint64_t push_modseq;
 	/* UIDs the push expunged: the pull must not expunge them twice */
 	ARRAY_TYPE(seq_range) pushed_expunges;
+	/* the import of a whole folder: every message and tombstone, and
+	   SQL's highest MODSEQ and highest deleted tombstone's */
+	ARRAY_TYPE(sqlbox_import_rec) import_recs;
+	uint64_t import_highest, import_pruned;
 
 	bool write_tx:1;
 	bool reset:1;
+	/* the pull imported every row into an empty index; its MODSEQs
+	   follow in sqlbox_sync_import_modseqs() */
+	bool imported_all:1;
 	/* SQL has messages nobody claimed as \Recent yet */
 	bool want_recent_claim:1;
 };
@@ -114,9 +131,13 @@ static int sqlbox_sync_get_push_modseq(struct sqlbox_sync_context *ctx)
 					&ctx->push_modseq);
 }
 
+/* The index counted a change of this message: SQL gets the push's MODSEQ
+   even when another process already made the same change, so both agree
+   on the message's MODSEQ. */
 static int
 sqlbox_sync_push_flags(struct sqlbox_sync_context *ctx,
-		       const struct mail_index_sync_rec *rec, uint32_t uid)
+		       const struct mail_index_sync_rec *rec, uint32_t seq,
+		       uint32_t uid)
 {
 	const ARRAY_TYPE(keywords) *all =
 		mail_index_get_keywords(ctx->mbox->box.index);
@@ -145,13 +166,14 @@ sqlbox_sync_push_flags(struct sqlbox_sync_context *ctx,
 	case MAIL_INDEX_SYNC_TYPE_EXPUNGE:
 		i_unreached();
 	}
-	if (flags == msg.flags && strcmp(keywords, msg.keywords) == 0)
-		return 0;
 	if (sqlbox_sync_get_push_modseq(ctx) < 0)
 		return -1;
 	ret = sbx_msg_update_flags(ctx->db, ctx->mbox->mailbox_id, uid, flags,
 				   keywords, ctx->push_modseq);
-	return ret < 0 ? -1 : 0;
+	if (ret < 0)
+		return -1;
+	mail_index_update_modseq(ctx->trans, seq, ctx->push_modseq);
+	return 0;
 }
 
 static int
@@ -209,7 +231,7 @@ static int sqlbox_sync_push(struct sqlbox_sync_context *ctx)
 					have_expunges = TRUE;
 				} else {
 					r = sqlbox_sync_push_flags(ctx, &rec,
-								   uid);
+								   seq, uid);
 				}
 			} T_END;
 			if (r < 0)
@@ -233,8 +255,10 @@ sqlbox_sync_set_keywords(struct sqlbox_sync_context *ctx, uint32_t seq,
 	mail_index_keywords_unref(&kw);
 }
 
-static void sqlbox_sync_append(struct sqlbox_sync_context *ctx,
-			       const struct sbx_msg *msg)
+/* Appends a row's record with its flags and keywords; returns its
+   sequence. */
+static uint32_t sqlbox_sync_append_row(struct sqlbox_sync_context *ctx,
+				       const struct sbx_msg *msg)
 {
 	uint32_t seq;
 
@@ -244,6 +268,17 @@ static void sqlbox_sync_append(struct sqlbox_sync_context *ctx,
 	if (*msg->keywords != '\0')
 		sqlbox_sync_set_keywords(ctx, seq, msg->keywords);
 	ctx->next_uid = msg->uid + 1;
+	return seq;
+}
+
+/* Appends a new message: the MODSEQ update is logged after the append
+   (lib-index's export order) and raises the index's count to SQL's. */
+static void sqlbox_sync_append(struct sqlbox_sync_context *ctx,
+			       const struct sbx_msg *msg)
+{
+	uint32_t seq = sqlbox_sync_append_row(ctx, msg);
+
+	mail_index_update_modseq(ctx->trans, seq, msg->modseq);
 }
 
 /* Makes an existing index record's flags and keywords equal to SQL's. */
@@ -261,6 +296,11 @@ static void sqlbox_sync_update(struct sqlbox_sync_context *ctx, uint32_t seq,
 	}
 	if (strcmp(sqlbox_sync_index_keywords(ctx, seq), msg->keywords) != 0)
 		sqlbox_sync_set_keywords(ctx, seq, msg->keywords);
+	/* the index's own counting stays below SQL's next value (its
+	   MODSEQs are allocated at least half a step apart), so raising
+	   the record makes it equal SQL's */
+	if (mail_index_modseq_lookup(ctx->sync_view, seq) < msg->modseq)
+		mail_index_update_modseq(ctx->trans, seq, msg->modseq);
 }
 
 /* Applies one changed row: a new message is appended, a known one
@@ -283,6 +323,7 @@ static int sqlbox_sync_pull_delta(struct sqlbox_sync_context *ctx,
 	struct sbx_msg_iter *iter;
 	struct sbx_expunge_iter *eiter;
 	struct sbx_msg msg;
+	uint64_t modseq;
 	uint32_t uid, seq;
 	int ret;
 
@@ -294,13 +335,11 @@ static int sqlbox_sync_pull_delta(struct sqlbox_sync_context *ctx,
 	} T_END;
 	if (sbx_msg_iter_deinit(&iter) < 0 || ret < 0)
 		return -1;
-	if (since_modseq == 0 || ctx->reset)
-		return 0;
 
 	if (sbx_expunge_iter_init(ctx->db, ctx->mbox->mailbox_id, since_modseq,
 				  &eiter) < 0)
 		return -1;
-	while ((ret = sbx_expunge_iter_next(eiter, &uid)) > 0) {
+	while ((ret = sbx_expunge_iter_next(eiter, &uid, &modseq)) > 0) {
 		if (seq_range_exists(&ctx->pushed_expunges, uid))
 			continue;
 		if (mail_index_lookup_seq(ctx->sync_view, uid, &seq) &&
@@ -310,6 +349,19 @@ static int sqlbox_sync_pull_delta(struct sqlbox_sync_context *ctx,
 	if (sbx_expunge_iter_deinit(&eiter) < 0 || ret < 0)
 		return -1;
 	return 0;
+}
+
+/* Starts a new transaction log at the index's highest MODSEQ when the
+   sync commits (once everything is synced): asked for the changes since
+   an earlier MODSEQ, Dovecot then answers "too old" and falls back to
+   reporting every UID that no longer exists (QRESYNC) or to a full
+   compare (dsync). */
+static void sqlbox_sync_want_log_rotate(struct mailbox *box)
+{
+	struct mail_transaction_log_file *head = box->index->log->head;
+
+	if (head->need_rotate == NULL)
+		head->need_rotate = i_strdup("sqlbox: older expunges are gone");
 }
 
 /* A merge-join of every SQL row with every index record, for an index
@@ -345,6 +397,209 @@ static int sqlbox_sync_pull_full(struct sqlbox_sync_context *ctx)
 	for (; result > 0 && seq <= count; seq++)
 		mail_index_expunge(ctx->trans, seq);
 	return result;
+}
+
+/* Importing a whole folder is two steps. This first one, in the pull's
+   sync transaction, appends every message with its flags and keywords,
+   and every tombstone's UID too, all in UID order, with no MODSEQs: they
+   are logged at the index's own low count. The second step
+   (sqlbox_sync_import_modseqs()) replays SQL's MODSEQs into the log. */
+static void sqlbox_sync_import_placeholder(struct sqlbox_sync_context *ctx,
+					   uint32_t uid)
+{
+	uint32_t seq;
+
+	mail_index_append(ctx->trans, uid, &seq);
+	ctx->next_uid = uid + 1;
+}
+
+static int sqlbox_sync_import_all(struct sqlbox_sync_context *ctx,
+				  const struct sbx_mailbox *row)
+{
+	struct sbx_expunge_iter *eiter;
+	struct sbx_msg_iter *iter;
+	struct sqlbox_import_rec *rec;
+	struct sbx_msg msg;
+	unsigned int next, count;
+	uint64_t modseq;
+	uint32_t uid;
+	int ret;
+
+	if (array_is_created(&ctx->import_recs))
+		array_clear(&ctx->import_recs);
+	else
+		i_array_init(&ctx->import_recs, 256);
+	ctx->imported_all = TRUE;
+	ctx->import_highest = row->highestmodseq;
+	ctx->import_pruned = row->pruned_modseq;
+
+	if (sbx_expunge_iter_init(ctx->db, ctx->mbox->mailbox_id, 0,
+				  &eiter) < 0)
+		return -1;
+	while ((ret = sbx_expunge_iter_next(eiter, &uid, &modseq)) > 0) {
+		rec = array_append_space(&ctx->import_recs);
+		rec->uid = uid;
+		rec->modseq = modseq;
+		rec->expunged = TRUE;
+	}
+	if (sbx_expunge_iter_deinit(&eiter) < 0 || ret < 0)
+		return -1;
+
+	/* the tombstones are first in import_recs, in UID order: merge
+	   them with the rows by index (appending rows may move them) */
+	next = 0;
+	count = array_count(&ctx->import_recs);
+	if (sbx_msg_iter_init(ctx->db, ctx->mbox->mailbox_id, 0, &iter) < 0)
+		return -1;
+	while ((ret = sbx_msg_iter_next(iter, &msg)) > 0) T_BEGIN {
+		for (; next < count; next++) {
+			rec = array_idx_modifiable(&ctx->import_recs, next);
+			if (rec->uid > msg.uid)
+				break;
+			if (rec->uid == msg.uid) {
+				/* a message with a tombstone (doveadm
+				   sqlbox check reports it): it exists */
+				rec->uid = 0;
+			} else {
+				sqlbox_sync_import_placeholder(ctx, rec->uid);
+			}
+		}
+		(void)sqlbox_sync_append_row(ctx, &msg);
+		rec = array_append_space(&ctx->import_recs);
+		rec->uid = msg.uid;
+		rec->modseq = msg.modseq;
+	} T_END;
+	if (sbx_msg_iter_deinit(&iter) < 0 || ret < 0)
+		return -1;
+	for (; next < count; next++) {
+		rec = array_idx_modifiable(&ctx->import_recs, next);
+		sqlbox_sync_import_placeholder(ctx, rec->uid);
+	}
+	if (ctx->import_pruned > 0) {
+		/* expunges at or below it may be unknown: the log starts
+		   there, and asking for anything earlier is "too old" */
+		mail_index_update_highest_modseq(ctx->trans,
+						 ctx->import_pruned);
+		sqlbox_sync_want_log_rotate(&ctx->mbox->box);
+	}
+	return 0;
+}
+
+static int sqlbox_import_rec_cmp(const struct sqlbox_import_rec *a,
+				 const struct sqlbox_import_rec *b)
+{
+	if (a->modseq != b->modseq)
+		return a->modseq < b->modseq ? -1 : 1;
+	return a->uid < b->uid ? -1 : (a->uid > b->uid ? 1 : 0);
+}
+
+/* One index transaction of the second step: raises the index's highest
+   MODSEQ (recs NULL), or expunges the tombstones' UIDs or raises the
+   messages' MODSEQs to SQL's among recs. */
+static int
+sqlbox_sync_import_step(struct sqlbox_mailbox *mbox,
+			const struct sqlbox_import_rec *recs, unsigned int count,
+			bool expunged, uint64_t highest)
+{
+	struct mail_index_sync_ctx *sync_ctx;
+	struct mail_index_view *view;
+	struct mail_index_transaction *trans;
+	unsigned int i;
+	uint32_t seq;
+
+	if (mail_index_sync_begin(mbox->box.index, &sync_ctx, &view,
+				  &trans, 0) < 0)
+		return -1;
+	if (recs == NULL)
+		mail_index_update_highest_modseq(trans, highest);
+	for (i = 0; recs != NULL && i < count; i++) {
+		if (recs[i].uid == 0 || recs[i].expunged != expunged ||
+		    !mail_index_lookup_seq(view, recs[i].uid, &seq))
+			continue;
+		if (expunged)
+			mail_index_expunge(trans, seq);
+		else
+			mail_index_update_modseq(trans, seq, recs[i].modseq);
+	}
+	return mail_index_sync_commit(&sync_ctx);
+}
+
+/* One chunk of the second step. Dovecot finds "the log after MODSEQ m"
+   as the position after the record that brought its count to m or above
+   (get_modseq_next_offset), assuming each record adds one. So each record
+   written here is preceded by one that raises the count to just below
+   the record's own highest MODSEQ: the record then counts as changed
+   since any m below that MODSEQ, and as older than any m at or above it.
+   The tombstones' expunge record and the messages' MODSEQ update record
+   go in the order of their highest MODSEQs. */
+static int
+sqlbox_sync_import_chunk(struct sqlbox_mailbox *mbox,
+			 const struct sqlbox_import_rec *recs,
+			 unsigned int count)
+{
+	uint64_t highest[2] = { 0, 0 };	/* messages, tombstones */
+	unsigned int i, k, kind;
+
+	for (i = 0; i < count; i++) {
+		if (recs[i].uid != 0)
+			highest[recs[i].expunged ? 1 : 0] = recs[i].modseq;
+	}
+	for (k = 0; k < 2; k++) {
+		/* the lower one first */
+		kind = (highest[0] <= highest[1]) == (k == 0) ? 0 : 1;
+		if (highest[kind] == 0)
+			continue;
+		if (sqlbox_sync_import_step(mbox, NULL, 0, FALSE,
+					    highest[kind] - 1) < 0 ||
+		    sqlbox_sync_import_step(mbox, recs, count, kind == 1,
+					    0) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* The second step of an import. The index's transaction log must answer
+   "what changed and what was expunged since MODSEQ m" for any m a client
+   or dsync may hold, as the log of an index kept on disk would. Replaying
+   every SQL MODSEQ as its own transactions would cost a few transactions
+   per change ever made; instead the messages and tombstones, sorted by
+   MODSEQ, go in chunks of whole MODSEQs whose number doubles from the
+   newest (1, 2, 4, ...): asked for the changes since a recent MODSEQ, the
+   log answers exactly or with little more, and an import costs about
+   4 * log2(n) small transactions. An answer may name more messages than
+   changed (RFC 7162 and dsync allow that), never fewer. */
+static int sqlbox_sync_import_modseqs(struct sqlbox_sync_context *ctx)
+{
+	ARRAY(unsigned int) starts;
+	const struct sqlbox_import_rec *recs;
+	unsigned int count, start, next, groups, wanted, i;
+	int ret = 0;
+
+	array_sort(&ctx->import_recs, sqlbox_import_rec_cmp);
+	recs = array_get(&ctx->import_recs, &count);
+	t_array_init(&starts, 32);
+	/* chunk starts, newest first: 1, 2, 4, ... distinct MODSEQs */
+	for (start = count, wanted = 1; start > 0; wanted *= 2) {
+		for (groups = 0; start > 0 && groups < wanted; groups++) {
+			start--;
+			while (start > 0 &&
+			       recs[start - 1].modseq == recs[start].modseq)
+				start--;
+		}
+		array_push_back(&starts, &start);
+	}
+	for (i = array_count(&starts); i > 0 && ret == 0; i--) {
+		start = *array_idx(&starts, i - 1);
+		next = i > 1 ? *array_idx(&starts, i - 2) : count;
+		ret = sqlbox_sync_import_chunk(ctx->mbox, recs + start,
+					       next - start);
+	}
+	/* attributes and dsync may have raised SQL's highest above every
+	   message and tombstone */
+	if (ret == 0)
+		ret = sqlbox_sync_import_step(ctx->mbox, NULL, 0, FALSE,
+					      ctx->import_highest);
+	return ret;
 }
 
 static void sqlbox_sync_update_header(struct sqlbox_sync_context *ctx,
@@ -406,7 +661,7 @@ static int sqlbox_sync_pull(struct sqlbox_sync_context *ctx)
 	if (ctx->reset || (mbox->pulled_modseq == 0 &&
 			   mail_index_view_get_messages_count(ctx->sync_view) == 0)) {
 		/* an empty index: import every row */
-		if (sqlbox_sync_pull_delta(ctx, 0) < 0)
+		if (sqlbox_sync_import_all(ctx, &row) < 0)
 			return -1;
 	} else if (mbox->pulled_modseq == 0 ||
 		   (ctx->flags & SQLBOX_SYNC_FLAG_FULL) != 0) {
@@ -418,6 +673,13 @@ static int sqlbox_sync_pull(struct sqlbox_sync_context *ctx)
 			return -1;
 	}
 	sqlbox_sync_update_header(ctx, hdr, &row);
+	/* expunges are logged after MODSEQ updates (lib-index's export
+	   order), so they land above SQL's highest: a client asking for
+	   VANISHED since any earlier value finds them. (An import sets
+	   the highest in its second step.) */
+	if (!ctx->imported_all &&
+	    mail_index_modseq_get_highest(ctx->sync_view) < row.highestmodseq)
+		mail_index_update_highest_modseq(ctx->trans, row.highestmodseq);
 	mbox->pulled_modseq = row.highestmodseq;
 	return 1;
 }
@@ -497,6 +759,9 @@ static int sqlbox_sync_try(struct sqlbox_sync_context *ctx)
 	}
 	ret = mail_index_sync_commit(&ctx->index_sync_ctx);
 	index_storage_expunging_deinit(box);
+	if (ret == 0 && ctx->imported_all) T_BEGIN {
+		ret = sqlbox_sync_import_modseqs(ctx);
+	} T_END;
 	if (ret < 0) {
 		/* SQL has it all; the next sync imports it again */
 		mailbox_set_index_error(box);
@@ -573,9 +838,12 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 	do {
 		array_clear(&ctx.pushed_expunges);
 		ctx.push_modseq = 0;
+		ctx.imported_all = FALSE;
 		ret = sqlbox_sync_try(&ctx);
 	} while (ret == 0 && ++attempts < 3);
 	array_free(&ctx.pushed_expunges);
+	if (array_is_created(&ctx.import_recs))
+		array_free(&ctx.import_recs);
 	if (ret > 0)
 		sqlbox_sync_update_keyword_limit(mbox);
 	if (ret > 0 && ctx.want_recent_claim &&

@@ -12,10 +12,14 @@
 
 #include "lib.h"
 #include "array.h"
+#include "seq-range-array.h"
+#include "mail-index-modseq.h"
 #include "mail-index-transaction-private.h"
 #include "index-storage.h"
 #include "sbx-attr.h"
 #include "sbx-db.h"
+#include "sbx-mailbox.h"
+#include "sbx-msg.h"
 #include "sqlbox-error.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
@@ -38,7 +42,8 @@ static bool sqlbox_itrans_has_changes(struct mail_index_transaction *itrans)
 {
 	return array_is_created(&itrans->updates) ||
 		array_is_created(&itrans->keyword_updates) ||
-		array_is_created(&itrans->expunges);
+		array_is_created(&itrans->expunges) ||
+		array_is_created(&itrans->modseq_updates);
 }
 
 /* Does a committed transaction leave changes the index must push to SQL?
@@ -56,13 +61,19 @@ sqlbox_transaction_needs_push(struct mailbox *box,
 		mail_index_sync_have_any_expunges(box->index);
 }
 
-/* Writes attribute changes inside the caller's write transaction. */
+/* Writes attribute changes inside the caller's write transaction. They
+   raise the mailbox's HIGHESTMODSEQ, as Dovecot's own backends do: dsync
+   skips a folder whose HIGHESTMODSEQ and counters are unchanged. */
 static int
 sqlbox_transaction_apply_attrs(struct sbx_db *db, int64_t mailbox_id,
 			       const struct sqlbox_attr_change *changes,
 			       unsigned int count)
 {
+	uint64_t modseq;
 	unsigned int i;
+
+	if (count > 0 && sbx_mailbox_modseq_alloc(db, mailbox_id, &modseq) < 0)
+		return -1;
 
 	for (i = 0; i < count; i++) {
 		const struct sqlbox_attr_change *c = &changes[i];
@@ -98,6 +109,66 @@ fail:
 	return -1;
 }
 
+/* STORE UNCHANGEDSINCE: lib-index compares the transaction's limit with
+   its view, which knows other processes' changes only as of the last
+   sync, and skips the comparison when the view's highest MODSEQ equals
+   the limit. Under the write lock, SQL is pulled first and every message
+   the transaction changes is compared with its current MODSEQ; those
+   changed since are dropped from the transaction and reported as
+   conflicts (MODIFIED), as lib-index would. */
+static int sqlbox_transaction_check_unchanged(struct mailbox_transaction_context *t)
+{
+	struct mail_index_transaction *itrans = t->itrans;
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(t->box);
+	uint32_t seq, count;
+	bool flags, keywords;
+
+	if (sqlbox_sync(mbox, SQLBOX_SYNC_FLAG_IN_WRITE_TX) < 0)
+		return -1;
+	if (itrans->min_flagupdate_seq == 0 || itrans->conflict_seqs == NULL)
+		return 0;
+	count = mail_index_view_get_messages_count(itrans->view);
+	for (seq = itrans->min_flagupdate_seq;
+	     seq <= itrans->max_flagupdate_seq && seq <= count; seq++) {
+		if (mail_index_modseq_lookup(itrans->view, seq) <=
+		    itrans->max_modseq)
+			continue;
+		flags = mail_index_cancel_flag_updates(itrans, seq);
+		keywords = mail_index_cancel_keyword_updates(itrans, seq);
+		if (flags || keywords) {
+			seq_range_array_add_with_init(itrans->conflict_seqs,
+						      16, seq);
+		}
+	}
+	return 0;
+}
+
+/* dsync raises a message's MODSEQ to its other copy's (mail_update_modseq):
+   SQL is raised too, so every process sees the same value. */
+static int sqlbox_transaction_apply_modseqs(struct mailbox_transaction_context *t)
+{
+	struct mail_index_transaction *itrans = t->itrans;
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(t->box);
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	const struct mail_transaction_modseq_update *u;
+	uint32_t count, uid;
+
+	if (!array_is_created(&itrans->modseq_updates))
+		return 0;
+	count = mail_index_view_get_messages_count(itrans->view);
+	array_foreach(&itrans->modseq_updates, u) {
+		/* uid is still a sequence here; 0 is the highest MODSEQ */
+		if (u->uid == 0 || u->uid > count)
+			continue;
+		mail_index_lookup_uid(itrans->view, u->uid, &uid);
+		if (sbx_msg_raise_modseq(db, mbox->mailbox_id, uid,
+					 ((uint64_t)u->modseq_high32 << 32) |
+					 u->modseq_low32) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 sqlbox_transaction_commit_locked(struct mailbox_transaction_context *t,
 				 struct mail_transaction_commit_changes *changes_r,
@@ -115,6 +186,18 @@ sqlbox_transaction_commit_locked(struct mailbox_transaction_context *t,
 	}
 	if (sqlbox_transaction_apply_attrs(db, mbox->mailbox_id, attrs,
 					   attr_count) < 0) {
+		sqlbox_set_box_error(box, db);
+		sbx_tx_rollback(db);
+		index_transaction_rollback(t);
+		return -1;
+	}
+	if (t->itrans->max_modseq != 0 &&
+	    sqlbox_transaction_check_unchanged(t) < 0) {
+		sbx_tx_rollback(db);
+		index_transaction_rollback(t);
+		return -1;
+	}
+	if (sqlbox_transaction_apply_modseqs(t) < 0) {
 		sqlbox_set_box_error(box, db);
 		sbx_tx_rollback(db);
 		index_transaction_rollback(t);

@@ -64,6 +64,7 @@ static int sbx_mailbox_from_row(struct sbx_db *db, sqlite3_stmt *stmt,
 	mb_r->vsize = sbx_column_u64(stmt, 10);
 	mb_r->psize = sbx_column_u64(stmt, 11);
 	mb_r->created = sqlite3_column_int64(stmt, 12);
+	mb_r->pruned_modseq = sbx_column_u64(stmt, 13);
 	return 0;
 }
 
@@ -598,21 +599,58 @@ int sbx_mailbox_rename(struct sbx_db *db, const char *oldname,
 	return sbx_mailbox_create_parents(db, newname);
 }
 
+int sbx_db_modseq_salt(struct sbx_db *db, int64_t *salt_r)
+{
+	sqlite3_stmt *stmt;
+	const unsigned char *guid;
+	int ret;
+
+	if (db->modseq_salt_known) {
+		*salt_r = db->modseq_salt;
+		return 0;
+	}
+	if (sbx_stmt_get(db, SBX_STMT_META_DB_GUID, &stmt) < 0)
+		return -1;
+	ret = sbx_stmt_step_row(db, stmt, "read db_guid");
+	if (ret > 0) {
+		guid = sqlite3_column_blob(stmt, 0);
+		if (guid == NULL || sqlite3_column_bytes(stmt, 0) < 2) {
+			ret = sbx_error_set(db, SBX_ERR_CORRUPT,
+					    "meta.db_guid is not a GUID");
+		} else {
+			db->modseq_salt = ((uint32_t)guid[0] << 8 | guid[1]) %
+				(uint32_t)(SBX_MODSEQ_STEP / 2);
+			db->modseq_salt_known = true;
+		}
+	} else if (ret == 0) {
+		ret = sbx_error_set(db, SBX_ERR_CORRUPT, "meta.db_guid is missing");
+	}
+	sbx_stmt_put(db, stmt);
+	if (ret < 0)
+		return -1;
+	*salt_r = db->modseq_salt;
+	return 0;
+}
+
 int sbx_mailbox_modseq_alloc(struct sbx_db *db, int64_t id,
 			     uint64_t *modseq_r)
 {
 	sqlite3_stmt *stmt;
 	uint64_t modseq = 0;
+	int64_t salt;
 	int ret;
 
 	if (sbx_db_require_write(db, "allocate modseq") < 0)
 		return -1;
 	if (sbx_db_modseq_get(db, id, modseq_r) > 0)
 		return 0;
+	if (sbx_db_modseq_salt(db, &salt) < 0)
+		return -1;
 	if (sbx_stmt_get(db, SBX_STMT_MAILBOX_MODSEQ_ALLOC, &stmt) < 0)
 		return -1;
 	if (sbx_bind_int64(db, stmt, 1, id) < 0 ||
-	    sbx_bind_int64(db, stmt, 2, (int64_t)SBX_MODSEQ_STEP) < 0)
+	    sbx_bind_int64(db, stmt, 2, (int64_t)SBX_MODSEQ_STEP) < 0 ||
+	    sbx_bind_int64(db, stmt, 3, salt) < 0)
 		ret = -1;
 	else
 		ret = sbx_stmt_step_row(db, stmt,

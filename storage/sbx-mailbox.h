@@ -24,6 +24,9 @@ struct sbx_mailbox {
 	uint64_t vsize;		/* sum of the messages' virtual sizes */
 	uint64_t psize;		/* sum of the messages' physical sizes */
 	int64_t created;	/* unix time */
+	/* the highest modseq of a deleted tombstone: expunges at or below
+	   it may be unknown */
+	uint64_t pruned_modseq;
 };
 
 /* What to create. Zero values mean "choose": a random GUID, a fresh
@@ -96,11 +99,14 @@ int sbx_mailbox_rename(struct sbx_db *db, const char *oldname,
 int sbx_mailbox_has_children(struct sbx_db *db, const char *name);
 
 /* Allocates the MODSEQ for the caller's write transaction on this mailbox:
-   the next multiple of SBX_MODSEQ_STEP above highestmodseq, stored as the
-   new highestmodseq. Calling it again in the same transaction returns the
+   the smallest value at least half of SBX_MODSEQ_STEP above highestmodseq
+   that is congruent to the database's salt (sbx_db_modseq_salt()) modulo
+   the step, stored as the new highestmodseq. Calling it again in the same transaction returns the
    same value. The caller holds an SBX_TX_WRITE transaction. */
 int sbx_mailbox_modseq_alloc(struct sbx_db *db, int64_t id,
 			     uint64_t *modseq_r);
+/* The database's MODSEQ salt, below SBX_MODSEQ_STEP / 2. */
+int sbx_db_modseq_salt(struct sbx_db *db, int64_t *salt_r);
 
 /* Recomputes the counters (messages, unseen, vsize, psize) of a mailbox
    from its rows. The caller holds an SBX_TX_WRITE transaction. */

@@ -357,6 +357,27 @@ int sbx_msg_update_flags(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
 	return ret;
 }
 
+int sbx_msg_raise_modseq(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+			 uint64_t modseq)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (sbx_db_require_write(db, "raise modseq") < 0)
+		return -1;
+	if (sbx_stmt_get(db, SBX_STMT_MSG_RAISE_MODSEQ, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) == 0 &&
+	    sbx_bind_int64(db, stmt, 2, uid) == 0 &&
+	    sbx_bind_int64(db, stmt, 3, (int64_t)modseq) == 0) {
+		ret = sbx_stmt_exec(db, stmt, "raise modseq of UID %u in "
+				    "mailbox %lld", uid,
+				    (long long)mailbox_id);
+	}
+	sbx_stmt_put(db, stmt);
+	return ret < 0 ? -1 : sqlite3_changes(db->sqlite);
+}
+
 /* Runs statement sid with ?1 mailbox_id, ?2 uid (and for the tombstone
    ?3 modseq, ?4 now). Returns the number of rows it changed, or -1. */
 static int sbx_msg_expunge_exec(struct sbx_db *db, enum sbx_stmt_id sid,
@@ -425,7 +446,8 @@ out_free:
 	return -1;
 }
 
-int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r)
+int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r,
+			  uint64_t *modseq_r)
 {
 	int ret;
 
@@ -434,12 +456,14 @@ int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r)
 	if (iter->done)
 		return 0;
 	ret = sbx_stmt_step_row(iter->db, iter->stmt, "list expunges");
-	if (ret > 0)
+	if (ret > 0) {
 		*uid_r = sbx_column_u32(iter->stmt, 0);
-	else if (ret < 0)
+		*modseq_r = sbx_column_u64(iter->stmt, 1);
+	} else if (ret < 0) {
 		iter->failed = true;
-	else
+	} else {
 		iter->done = true;
+	}
 	return ret;
 }
 

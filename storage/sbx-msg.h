@@ -76,6 +76,12 @@ int sbx_msg_update_flags(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
 			 uint32_t flags, const char *keywords,
 			 uint64_t modseq);
 
+/* Raises one message's modseq to at least modseq. Returns 1 if raised, 0
+   if it was already as high or the message does not exist, -1 on error.
+   The caller holds an SBX_TX_WRITE transaction. */
+int sbx_msg_raise_modseq(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
+			 uint64_t modseq);
+
 /* Expunges one message: deletes its row, leaves a tombstone with modseq,
    drops the body's reference (the body is freed with its last one).
    Returns 1 if expunged, 0 if it was already gone. The caller holds an
@@ -84,13 +90,14 @@ int sbx_msg_expunge(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
 		    uint64_t modseq);
 
 /* Iterates the tombstones of a mailbox with modseq > since_modseq in UID
-   order: 1 with *uid_r set, 0 at the end, -1 error. One at a time per
-   handle, like sbx_msg_iter. */
+   order: 1 with *uid_r and *modseq_r set, 0 at the end, -1 error. One at a
+   time per handle, like sbx_msg_iter. */
 struct sbx_expunge_iter;
 int sbx_expunge_iter_init(struct sbx_db *db, int64_t mailbox_id,
 			  uint64_t since_modseq,
 			  struct sbx_expunge_iter **iter_r);
-int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r);
+int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r,
+			  uint64_t *modseq_r);
 int sbx_expunge_iter_deinit(struct sbx_expunge_iter **iter);
 
 /* Sets the POP3 UIDL of one message (NULL clears it). Returns 1 if set,

@@ -54,6 +54,10 @@ struct sbx_db {
 	/* frames in the WAL after the last commit (the WAL hook) */
 	int wal_frames;
 
+	/* Below SBX_MODSEQ_STEP / 2, from the database's db_guid; 0 until
+	   read (sbx_db_modseq_salt()). */
+	uint32_t modseq_salt;
+	bool modseq_salt_known;
 	/* MODSEQs allocated in the current write transaction. */
 	struct sbx_modseq_entry *modseqs;
 	size_t modseq_count;

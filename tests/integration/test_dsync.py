@@ -84,7 +84,6 @@ protocol pop3 {
 }
 """
 
-DSYNC_MODSEQ_GAP = ("sqlbox reports non-permanent MODSEQs, so dsync sees HIGHESTMODSEQ 0 on both sqlbox sides and skips folders whose other counters match; needs the permanent-MODSEQ work (CONDSTORE issue)")
 
 
 # -- the source maildir -------------------------------------------------------
@@ -576,26 +575,20 @@ def sync_pair(dovecot, pair):
     return a, b, on("a"), on("b"), server_b, view
 
 
-# PLUGIN BUG (the two tests below fail for "sqlbox"): dsync skips a mailbox
-# whose UIDVALIDITY, UIDNEXT, message count and HIGHESTMODSEQ are equal on
-# both sides (dsync-brain-mailbox.c dsync_boxes_need_sync()). sqlbox
-# reports HIGHESTMODSEQ from its in-memory index, which every process
-# builds anew: `doveadm mailbox status highestmodseq INBOX` says 2 before
-# and after `doveadm flags add`, while mailboxes.highestmodseq goes
-# 196608 -> 589824. So after one sqlbox-to-sqlbox sync a later change that
-# leaves UIDNEXT and the count alone is never carried, and the two copies
-# silently stay different. `doveadm sync -f` (full) converges.
+# dsync skips a mailbox whose UIDVALIDITY, UIDNEXT, message count and
+# HIGHESTMODSEQ are equal on both sides (dsync-brain-mailbox.c
+# dsync_boxes_need_sync()): a change that leaves UIDNEXT and the count
+# alone reaches the other side only through HIGHESTMODSEQ, which sqlbox
+# must therefore report from SQL, the same in every process.
 
 
 @pytest.mark.parametrize("pair", [
-    pytest.param("sqlbox", marks=pytest.mark.xfail(strict=True,
-                                                   reason=DSYNC_MODSEQ_GAP)),
+    "sqlbox",
     "sdbox-control"])
 def test_incremental_backup_carries_a_flag_change(dovecot, pair):
     """After a first backup, a flag set on the source reaches the target
     with the next `doveadm backup`. "sdbox-control" is Dovecot's own
-    backend on both sides. Fails for sqlbox: see the PLUGIN BUG note
-    above."""
+    backend on both sides."""
     a, b, on_a, on_b, server_b, view = sync_pair(dovecot, pair)
     on_a("flags", "add", "-u", a, "\\Seen", "mailbox", "INBOX", "uid", "1")
     assert_quiet(on_a("backup", "-u", a, *server_b))
@@ -604,15 +597,13 @@ def test_incremental_backup_carries_a_flag_change(dovecot, pair):
 
 
 @pytest.mark.parametrize("pair", [
-    pytest.param("sqlbox", marks=pytest.mark.xfail(strict=True,
-                                                   reason=DSYNC_MODSEQ_GAP)),
+    "sqlbox",
     "sdbox-control"])
 def test_two_way_sync_one_change_on_each_side(dovecot, pair):
     """After a first sync, one new message and one flag change on each
     side: `doveadm sync` gives both sides all of it (the new messages get
     new UIDs above both). Here UIDNEXT and the count stay equal on both
-    sides, so nothing but HIGHESTMODSEQ tells dsync the folder changed.
-    Fails for sqlbox: see the PLUGIN BUG note above."""
+    sides, so nothing but HIGHESTMODSEQ tells dsync the folder changed."""
     a, b, on_a, on_b, server_b, view = sync_pair(dovecot, pair)
     on_a("save", "-u", a, input=new_message("new-on-a"))
     on_b("save", "-u", b, input=new_message("new-on-b"))
@@ -781,3 +772,43 @@ def test_high_uids_and_duplicate_guids(dovecot):
                                      drop=("date.saved",))) == []
     assert du.mailbox_status(dovecot, user) == \
         du.mailbox_status(dovecot, user, location=back)
+
+
+def test_stateful_sync_skips_unchanged_folders_by_modseq(dovecot):
+    """`doveadm sync -s STATE` between two sqlbox users: after the first
+    run, a folder whose HIGHESTMODSEQ did not move is skipped without
+    being compared, and a flag change alone in another folder (same
+    UIDNEXT, same count) is found by its MODSEQ and carried."""
+    sqlbox_only(dovecot)
+    a = dovecot.new_user()
+    b = dovecot.new_user()
+    server_b = du.dsync_server_cmd(dovecot, b)
+    du.run(dovecot, "mailbox", "create", "-u", a, "Quiet")
+    for i in range(3):
+        du.run(dovecot, "save", "-u", a, input=new_message("inbox-%d" % i))
+        du.run(dovecot, "save", "-u", a, "-m", "Quiet",
+               input=new_message("quiet-%d" % i))
+    # as with Dovecot's own backends, the state settles on the third run:
+    # the first creates B's folders, the second carries the MODSEQs that
+    # the first one's imports gave them
+    state = ""
+    for _ in range(3):
+        p = du.run(dovecot, "sync", "-u", a, "-s", state, *server_b)
+        state = p.stdout.decode().strip()
+        assert state
+    du.run(dovecot, "flags", "add", "-u", a, "\\Answered", "mailbox",
+           "INBOX", "uid", "2")
+    p = du.run(dovecot, "-D", "sync", "-u", a, "-s", state, *server_b)
+    log = p.stderr.decode(errors="replace")
+    guids = {name: st["guid"]
+             for name, st in du.mailbox_status(dovecot, a, "guid").items()}
+    quiet_guid, inbox_guid = guids["Quiet"], guids["INBOX"]
+    assert re.search(r"Skipping mailbox %s with unchanged state" %
+                     quiet_guid, log), log
+    assert not re.search(r"Skipping mailbox %s" % inbox_guid, log)
+    assert "retry with a full sync" not in log
+    got = du.fetch_map(dovecot, b, "mailbox uid flags")
+    assert got[("INBOX", 2)]["flags"] == ("\\Answered",)
+    assert du.diff_maps(du.fetch_map(dovecot, a, "mailbox uid guid flags"),
+                        du.fetch_map(dovecot, b, "mailbox uid guid flags")) \
+        == []

@@ -26,7 +26,6 @@ from harness import Literal, literal_plus, parse_imap, quote, sqlbox_only
 PRIVATE, SHARED = 0, 1
 SERVER_PREFIX = "vendor/vendor.dovecot/pvt/server/"
 
-DSYNC_MODSEQ_GAP = ("sqlbox reports non-permanent MODSEQs, so dsync sees HIGHESTMODSEQ 0 on both sqlbox sides and skips folders whose other counters match; needs the permanent-MODSEQ work (CONDSTORE issue)")
 
 
 def session(inst, user):
@@ -204,14 +203,9 @@ def test_depth_and_maxsize(dovecot, user):
 def test_depth_below_the_type_root(dovecot, oracle, user):
     """GETMETADATA of "/shared" or "/private" itself, or with DEPTH below
     it, lists what the folder has (RFC 5464 4.2.2), as on maildir.
-
-    PLUGIN BUG (fails on sqlbox): lib-imap-storage looks up the entry
-    itself, i.e. the empty attribute key, which storage/sbx-attr.c refuses
-    ("empty key", SBX_ERR_INVALID) instead of answering "not found":
-      C: R0003 GETMETADATA Tree (/shared)
-      S: R0003 NO [CANNOT] get attribute: empty key
-    and after a DEPTH 1/infinity listing the tagged answer is the same NO.
-    maildir answers `* METADATA Tree (/shared NIL)` and OK."""
+    lib-imap-storage looks up the entry itself, i.e. the empty attribute
+    key, which must answer "not found" (maildir: `* METADATA Tree
+    (/shared NIL)` and OK), not an error."""
     answers = []
     for inst in (dovecot, oracle):
         u = user if inst is dovecot else oracle.new_user()
@@ -371,21 +365,13 @@ def test_dsync_to_maildir_carries_attributes(dovecot, user):
     assert rows == attr_rows(dovecot, user)
 
 
-@pytest.mark.xfail(strict=True, reason=DSYNC_MODSEQ_GAP)
 def test_dsync_sqlbox_to_sqlbox_carries_attributes(dovecot, user):
     """sqlbox to sqlbox (another user, the stream protocol), as
-    replication between two sqlbox hosts would run (DESIGN.md 8).
-
-    PLUGIN BUG (fails): attributes of a folder without messages (here
-    Empty, and the server entries on an empty INBOX) are not carried.
-    dsync skips a mailbox whose UIDVALIDITY, UIDNEXT, message count and
-    HIGHESTMODSEQ are the same on both sides (dsync-brain-mailbox.c
-    dsync_boxes_need_sync()); Dovecot's own backends raise HIGHESTMODSEQ
-    for an attribute change, sqlbox does not (the attributes table isn't
-    part of any MODSEQ), so a new empty folder on the far side already
-    looks up to date:
-      doveadm backup -R -u B env -i doveadm -c CONF dsync-server -u A
-      -> SELECT * FROM attributes (B): only Mail's rows"""
+    replication between two sqlbox hosts would run (DESIGN.md 8),
+    including the attributes of a folder without messages (Empty, and the
+    server entries on an empty INBOX): dsync skips a mailbox whose
+    UIDVALIDITY, UIDNEXT, message count and HIGHESTMODSEQ are the same on
+    both sides, so an attribute change must raise HIGHESTMODSEQ."""
     sqlbox_only(dovecot)
     want = fill_attributes(dovecot, user)
     other = dovecot.new_user()
@@ -395,15 +381,10 @@ def test_dsync_sqlbox_to_sqlbox_carries_attributes(dovecot, user):
     check_values(dovecot, other, want)
 
 
-@pytest.mark.xfail(strict=True, reason=DSYNC_MODSEQ_GAP)
 def test_dsync_carries_a_later_attribute_change(dovecot, user):
     """An attribute changed after a sync, with no mail change, reaches the
     other side at the next sync. The maildir control shows Dovecot's own
-    behaviour: a second backup carries the new value.
-
-    PLUGIN BUG (fails on sqlbox): the same as above: the changed folder's
-    HIGHESTMODSEQ doesn't move, dsync skips the folder as unchanged and the
-    other side keeps the old value for good."""
+    behaviour: a second backup carries the new value."""
     sqlbox_only(dovecot)
     fill_attributes(dovecot, user)
     home = dovecot.user_dir(user)

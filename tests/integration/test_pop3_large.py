@@ -134,15 +134,10 @@ def test_retr_of_an_unreadable_body_fails(dovecot, big):
     answer +OK (RFC 1939 5 RETR, 7 TOP: after "+OK" the server sends the
     message), and the failure must be logged.
 
-    KNOWN PLUGIN BUG (left failing on purpose): sqlbox answers
-    "+OK <size> octets", then an empty message ("\\r\\n.") and logs
-    nothing.
-    sqlbox_mail_get_stream() opens a lazy stream without checking the
-    body, so mail_get_stream() succeeds; Dovecot 2.3's pop3 fetch_callback()
-    does not check the stream's error after the first failed read and ends
-    the message. Dovecot's own backends fail at open instead (a vanished
-    maildir file gives "-ERR Message N expunged."), which is what pop3
-    expects of a storage."""
+    A storage must fail when the mail is opened, as Dovecot's own
+    backends do (a vanished maildir file gives "-ERR Message N
+    expunged."): Dovecot 2.3's pop3 does not check the stream's error
+    after a failed read and would end the message as if it were empty."""
     user, uidvalidity, sizes = big
     mark = dovecot.log_size()
     p = session(dovecot, user)

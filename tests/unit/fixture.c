@@ -210,6 +210,16 @@ int64_t fixture_sql_int(const char *sql)
 	return value;
 }
 
+void fixture_sql_exec(const char *sql)
+{
+	sqlite3 *conn;
+
+	cr_assert_eq(sqlite3_open(fixture_path, &conn), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(conn, sql, NULL, NULL, NULL), SQLITE_OK,
+		     "%s: %s", sql, sqlite3_errmsg(conn));
+	sqlite3_close(conn);
+}
+
 void fixture_check_invariants(void)
 {
 	cr_assert_eq(fixture_sql_int(

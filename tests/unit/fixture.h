@@ -54,6 +54,9 @@ pid_t fixture_fork(void);
 /* The first column of the first row of sql, run on a connection of its
    own (so it sees what was committed); 0 without a row. */
 int64_t fixture_sql_int(const char *sql);
+/* Runs sql on a writable connection of its own, as an operator's sqlite3
+   would (outside the library's transactions). */
+void fixture_sql_exec(const char *sql);
 /* Asserts the invariants doveadm sqlbox check would check: counters
    equal the rows, refcounts equal the references, no chunk without its
    body, no UID at or above uidnext. */

@@ -449,14 +449,24 @@ Test(mailbox, iteration_is_in_name_order)
 	cr_assert_eq(sbx_mailbox_iter_deinit(&iter), 0, "accepts NULL");
 }
 
+static uint64_t modseq_salt(void)
+{
+	int64_t salt;
+
+	cr_assert_eq(sbx_db_modseq_salt(fixture_db, &salt), 0);
+	cr_assert_geq(salt, 0);
+	cr_assert_lt(salt, (int64_t)(SBX_MODSEQ_STEP / 2));
+	return (uint64_t)salt;
+}
+
 Test(mailbox, modseq_alloc_steps_and_is_stable_within_a_transaction)
 {
 	int64_t id = fixture_mailbox("INBOX");
-	uint64_t first, again, second;
+	uint64_t first, again, second, salt = modseq_salt();
 
 	fixture_begin();
 	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, id, &first), 0);
-	cr_assert_eq(first, SBX_MODSEQ_STEP, "from highestmodseq 1");
+	cr_assert_eq(first, SBX_MODSEQ_STEP + salt, "from highestmodseq 1");
 	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, id, &again), 0);
 	cr_assert_eq(again, first);
 	fixture_commit();
@@ -464,25 +474,77 @@ Test(mailbox, modseq_alloc_steps_and_is_stable_within_a_transaction)
 
 	fixture_begin();
 	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, id, &second), 0);
-	cr_assert_eq(second, 2 * SBX_MODSEQ_STEP);
+	cr_assert_eq(second, 2 * SBX_MODSEQ_STEP + salt);
 	sbx_tx_rollback(fixture_db);
 	cr_assert_eq(get_mailbox("INBOX").highestmodseq, first,
 		     "a rolled back allocation is forgotten");
 
 	fixture_begin();
 	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, id, &second), 0);
-	cr_assert_eq(second, 2 * SBX_MODSEQ_STEP);
+	cr_assert_eq(second, 2 * SBX_MODSEQ_STEP + salt);
 	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, id + 9, &again), -1);
 	cr_assert_eq(last_error(), SBX_ERR_NOTFOUND);
 	fixture_commit();
 }
 
+/* dsync may raise highestmodseq to any value: the next allocation still
+   leaves at least half a step of room above it, and keeps the salt. */
+Test(mailbox, modseq_alloc_leaves_half_a_step_above_any_value)
+{
+	uint64_t salt = modseq_salt();
+	const uint64_t from[] = {
+		SBX_MODSEQ_STEP + 1, 2 * SBX_MODSEQ_STEP - 1,
+		3 * SBX_MODSEQ_STEP + SBX_MODSEQ_STEP / 2,
+		5 * SBX_MODSEQ_STEP + salt, 7 * SBX_MODSEQ_STEP + salt + 1,
+	};
+	int64_t id = fixture_mailbox("INBOX");
+	struct sbx_mailbox_update set;
+	uint64_t modseq;
+	unsigned int i;
+
+	for (i = 0; i < sizeof(from) / sizeof(from[0]); i++) {
+		memset(&set, 0, sizeof(set));
+		set.min_highestmodseq = from[i];
+		fixture_begin();
+		cr_assert_eq(sbx_mailbox_update(fixture_db, id, &set), 0);
+		fixture_commit();
+		fixture_begin();
+		cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, id, &modseq),
+			     0);
+		fixture_commit();
+		cr_assert_eq(modseq % SBX_MODSEQ_STEP, salt);
+		cr_assert_geq(modseq - from[i], SBX_MODSEQ_STEP / 2,
+			      "from %llu got %llu",
+			      (unsigned long long)from[i],
+			      (unsigned long long)modseq);
+		cr_assert_leq(modseq - from[i], 3 * SBX_MODSEQ_STEP / 2);
+	}
+}
+
+/* Two databases (two dsync sides) brought to the same HIGHESTMODSEQ
+   count on from it differently: the salt comes from each one's random
+   db_guid. */
+Test(mailbox, modseq_salt_comes_from_the_database_identity)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	uint64_t modseq;
+
+	fixture_sql_exec("UPDATE meta SET value ="
+			 " x'9234000000000000000000000000000f'"
+			 " WHERE key = 'db_guid'");
+	cr_assert_eq(modseq_salt(), 0x9234 % (SBX_MODSEQ_STEP / 2));
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, id, &modseq), 0);
+	fixture_commit();
+	cr_assert_eq(modseq, SBX_MODSEQ_STEP + 0x1234);
+}
+
 Test(mailbox, modseq_alloc_is_per_mailbox)
 {
 	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
-	uint64_t ma, mb;
+	uint64_t ma, mb, salt = modseq_salt();
 	struct sbx_mailbox_update update = {
-		.min_highestmodseq = 3 * SBX_MODSEQ_STEP + 5,
+		.min_highestmodseq = 3 * SBX_MODSEQ_STEP + salt,
 	};
 
 	fixture_begin();
@@ -490,8 +552,8 @@ Test(mailbox, modseq_alloc_is_per_mailbox)
 	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, a, &ma), 0);
 	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, b, &mb), 0);
 	fixture_commit();
-	cr_assert_eq(ma, SBX_MODSEQ_STEP);
-	cr_assert_eq(mb, 4 * SBX_MODSEQ_STEP);
+	cr_assert_eq(ma, SBX_MODSEQ_STEP + salt);
+	cr_assert_eq(mb, 4 * SBX_MODSEQ_STEP + salt);
 }
 
 Test(mailbox, recent_claim_returns_the_old_first_recent_uid)

@@ -29,7 +29,32 @@ static void raw_exec(const char *path, const char *sql)
 
 Test(migrate, code_version_is_the_last_migration)
 {
-	cr_assert_eq(sbx_db_code_schema_version(), 1);
+	cr_assert_eq(sbx_db_code_schema_version(), 2);
+}
+
+/* A version 1 database (made here by undoing version 2) is migrated at
+   open, keeping its data; the new trigger then keeps pruned_modseq. */
+Test(migrate, a_version_1_database_is_upgraded)
+{
+	struct sbx_db_settings set = fixture_settings();
+	int64_t id = fixture_mailbox("INBOX");
+
+	sbx_db_close(&fixture_db);
+	raw_exec(fixture_path,
+		 "DROP TRIGGER expunged_after_delete;"
+		 "ALTER TABLE mailboxes DROP COLUMN pruned_modseq;"
+		 "PRAGMA user_version = 1;");
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
+		     fixture_error());
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 2);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM mailboxes"
+				     " WHERE name = 'INBOX'"), 1);
+	raw_exec(fixture_path,
+		 "INSERT INTO expunged(mailbox_id, uid, modseq, guid,"
+		 " expunged_at) VALUES (1, 1, 70000, 'g', 1);"
+		 "DELETE FROM expunged;");
+	cr_assert_eq(fixture_sql_int("SELECT pruned_modseq FROM mailboxes"),
+		     70000, "mailbox %lld", (long long)id);
 }
 
 Test(migrate, newer_schema_version_is_refused_as_corrupt)
@@ -43,7 +68,7 @@ Test(migrate, newer_schema_version_is_refused_as_corrupt)
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
 	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_CORRUPT);
 	cr_assert(strstr(msg, "database schema version 99 is newer than "
-			 "this sqlbox supports (1)") != NULL, "%s", msg);
+			 "this sqlbox supports (2)") != NULL, "%s", msg);
 	sbx_db_close(&db);
 	/* A refused handle is not kept: a later open tries again. */
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
@@ -90,7 +115,8 @@ Test(migrate, reopening_keeps_data_and_does_not_migrate_again)
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM meta"), 3);
 	cr_assert_eq(fixture_sql_int("SELECT value FROM meta"
 				     " WHERE key = 'created'"), created);
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 1);
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db),
+		     sbx_db_code_schema_version());
 }
 
 Test(migrate, db_guid_survives_reopening)
@@ -164,7 +190,8 @@ Test(migrate, processes_opening_a_new_database_at_once_migrate_it_once)
 				_exit(3);
 			if (sbx_db_open(path, &set, &db) < 0)
 				_exit(1);
-			if (sbx_db_get_schema_version(db) != 1)
+			if (sbx_db_get_schema_version(db) !=
+			    sbx_db_code_schema_version())
 				_exit(2);
 			sbx_db_close(&db);
 			_exit(0);
@@ -189,7 +216,8 @@ Test(migrate, processes_opening_a_new_database_at_once_migrate_it_once)
 	cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
 	cr_assert_eq(sqlite3_column_int(stmt, 0), 1, "one mailboxes table");
 	cr_assert_eq(sqlite3_column_int(stmt, 1), 3, "meta filled once");
-	cr_assert_eq(sqlite3_column_int(stmt, 2), 1, "user_version");
+	cr_assert_eq(sqlite3_column_int(stmt, 2), sbx_db_code_schema_version(),
+		     "user_version");
 	cr_assert_eq(sqlite3_column_int(stmt, 3), 2, "auto_vacuum");
 	cr_assert_str_eq((const char *)sqlite3_column_text(stmt, 4), "wal");
 	sqlite3_finalize(stmt);

@@ -147,7 +147,7 @@ Test(msg, expunge_leaves_a_tombstone_with_modseq_and_guid)
 	struct sbx_expunge_iter *iter;
 	struct sbx_msg msg;
 	uint32_t uid, got;
-	uint64_t modseq;
+	uint64_t modseq, got_modseq;
 
 	fixture_append_text(id, "one\r\n", 0);
 	uid = fixture_append_text(id, "two\r\n", 0);
@@ -163,12 +163,14 @@ Test(msg, expunge_leaves_a_tombstone_with_modseq_and_guid)
 
 	cr_assert_eq(sbx_expunge_iter_init(fixture_db, id, modseq - 1,
 					   &iter), 0);
-	cr_assert_eq(sbx_expunge_iter_next(iter, &got), 1);
+	cr_assert_eq(sbx_expunge_iter_next(iter, &got, &got_modseq), 1);
 	cr_assert_eq(got, uid);
-	cr_assert_eq(sbx_expunge_iter_next(iter, &got), 0);
+	cr_assert_eq(got_modseq, modseq);
+	cr_assert_eq(sbx_expunge_iter_next(iter, &got, &got_modseq), 0);
 	cr_assert_eq(sbx_expunge_iter_deinit(&iter), 0);
 	cr_assert_eq(sbx_expunge_iter_init(fixture_db, id, modseq, &iter), 0);
-	cr_assert_eq(sbx_expunge_iter_next(iter, &got), 0, "none later");
+	cr_assert_eq(sbx_expunge_iter_next(iter, &got, &got_modseq), 0,
+		     "none later");
 	cr_assert_eq(sbx_expunge_iter_deinit(&iter), 0);
 
 	cr_assert_eq(expunge(id, uid), 0, "already gone");
@@ -272,6 +274,33 @@ Test(msg, update_flags_changes_flags_keywords_modseq_and_unseen)
 	cr_assert_eq(update_flags(id, 1, 0, NULL), 1);
 	cr_assert_eq(get_mailbox(id).unseen, 2);
 	cr_assert_eq(update_flags(id, 9, 0, NULL), 0, "no such message");
+	fixture_check_invariants();
+}
+
+Test(msg, raise_modseq_only_raises_and_lifts_highestmodseq)
+{
+	int64_t id = fixture_mailbox("INBOX");
+	uint64_t before, target;
+	struct sbx_msg got;
+
+	fixture_append_text(id, "one\r\n", 0);
+	cr_assert_eq(update_flags(id, 1, SBX_FLAG_SEEN, NULL), 1);
+	before = get_mailbox(id).highestmodseq;
+	target = before + 12345;
+
+	fixture_begin();
+	cr_assert_eq(sbx_msg_raise_modseq(fixture_db, id, 1, target), 1);
+	cr_assert_eq(sbx_msg_raise_modseq(fixture_db, id, 1, before), 0,
+		     "never lowers");
+	cr_assert_eq(sbx_msg_raise_modseq(fixture_db, id, 7, target), 0,
+		     "no such message");
+	fixture_commit();
+	cr_assert_eq(sbx_msg_lookup(fixture_db, id, 1, &got), 1);
+	cr_assert_eq(got.modseq, target);
+	cr_assert_eq(got.flags, SBX_FLAG_SEEN);
+	cr_assert_eq(get_mailbox(id).highestmodseq, target);
+	cr_assert_eq(sbx_msg_raise_modseq(fixture_db, id, 1, target + 1), -1,
+		     "outside a write transaction");
 	fixture_check_invariants();
 }
 
