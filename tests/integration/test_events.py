@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """sqlbox's Dovecot events, counted by the stats service's `metric`
-blocks (Dovecot 2.3's `filter =` syntax) and read back with `doveadm stats
+blocks PLUGIN.md gives (Dovecot 2.3's `filter =` syntax) and read back with `doveadm stats
 dump`, as an operator's metrics and the stats exporter would see them.
 
 Each write an IMAP session makes (APPEND, STORE) is one SQL write
@@ -14,29 +14,18 @@ answered, so the counts are polled until they arrive (with a bound); no
 test depends on how long anything takes."""
 
 import os
+import re
 import time
 
 import pytest
 
-from harness import append, check, sqlbox_only
+from harness import REPO, append, check, sqlbox_only
 
-METRICS_CONF = """
-metric sqlbox_tx {
-  filter = event=sqlbox_transaction_finished
-  group_by = transaction result
-}
-metric sqlbox_written {
-  filter = event=sqlbox_transaction_finished AND transaction=write AND result=commit
-  fields = bytes_written pages_written lock_wait_usecs
-}
-metric sqlbox_lock {
-  filter = event=sqlbox_lock_waited
-  group_by = result
-}
-metric sqlbox_purge {
-  filter = event=sqlbox_purge_finished
-  fields = bodies_freed tombstones_pruned bytes_reclaimed
-}
+# The metric blocks PLUGIN.md gives operators, exactly as written there.
+METRIC_BLOCKS = re.findall(r"^```\n(metric sqlbox_transactions .*?)^```",
+                           (REPO / "PLUGIN.md").read_text(), re.M | re.S)
+assert len(METRIC_BLOCKS) == 1, "PLUGIN.md's metric example is missing"
+METRICS_CONF = METRIC_BLOCKS[0] + """
 plugin {
   # the lock test waits this long for a lock it never gets
   sqlbox_lock_timeout = 1s
@@ -86,8 +75,8 @@ def wait_for(dovecot, predicate, timeout=30.0):
 
 def test_metric_filters_are_accepted(dovecot):
     snap = stats(dovecot)
-    for metric in ("sqlbox_tx", "sqlbox_written", "sqlbox_lock",
-                   "sqlbox_purge"):
+    for metric in ("sqlbox_transactions", "sqlbox_written",
+                   "sqlbox_lock_waits", "sqlbox_purges"):
         assert (metric, "duration") in snap, snap
 
 
@@ -110,8 +99,8 @@ def test_every_write_transaction_is_counted(dovecot, user):
     writes = appends + stores
 
     def enough(snap):
-        return (count(snap, "sqlbox_tx_write_commit") >=
-                count(before, "sqlbox_tx_write_commit") + writes)
+        return (count(snap, "sqlbox_transactions_write_commit") >=
+                count(before, "sqlbox_transactions_write_commit") + writes)
 
     after = wait_for(dovecot, enough)
     assert enough(after), (before, after)
@@ -124,13 +113,13 @@ def test_every_write_transaction_is_counted(dovecot, user):
     assert (total(after, "sqlbox_written", "pages_written") -
             total(before, "sqlbox_written", "pages_written")) > 0
     # every transaction ended: none failed to begin or rolled back here
-    assert (count(after, "sqlbox_tx_write_rollback") ==
-            count(before, "sqlbox_tx_write_rollback"))
-    assert (count(after, "sqlbox_tx_write_begin_failed") ==
-            count(before, "sqlbox_tx_write_begin_failed"))
+    assert (count(after, "sqlbox_transactions_write_rollback") ==
+            count(before, "sqlbox_transactions_write_rollback"))
+    assert (count(after, "sqlbox_transactions_write_begin_failed") ==
+            count(before, "sqlbox_transactions_write_begin_failed"))
     # SELECT and FETCH read through read transactions
-    assert count(after, "sqlbox_tx_read_commit") > \
-        count(before, "sqlbox_tx_read_commit")
+    assert count(after, "sqlbox_transactions_read_commit") > \
+        count(before, "sqlbox_transactions_read_commit")
 
 
 def test_lock_timeout_is_counted(dovecot, user):
@@ -144,10 +133,10 @@ def test_lock_timeout_is_counted(dovecot, user):
     c.logout()
 
     def seen(snap):
-        return (count(snap, "sqlbox_lock_timeout") >
-                count(before, "sqlbox_lock_timeout") and
-                count(snap, "sqlbox_tx_write_begin_failed") >
-                count(before, "sqlbox_tx_write_begin_failed"))
+        return (count(snap, "sqlbox_lock_waits_timeout") >
+                count(before, "sqlbox_lock_waits_timeout") and
+                count(snap, "sqlbox_transactions_write_begin_failed") >
+                count(before, "sqlbox_transactions_write_begin_failed"))
 
     after = wait_for(dovecot, seen)
     assert seen(after), (before, after)
@@ -183,14 +172,14 @@ def test_purge_is_counted(dovecot, user, doveadm_module):
     printed = dict(kv.split("=", 1) for kv in out.split())
 
     def seen(snap):
-        return count(snap, "sqlbox_purge") > count(before, "sqlbox_purge")
+        return count(snap, "sqlbox_purges") > count(before, "sqlbox_purges")
 
     after = wait_for(dovecot, seen)
     assert seen(after), (before, after)
-    assert count(after, "sqlbox_purge") == count(before, "sqlbox_purge") + 1
-    assert (total(after, "sqlbox_purge", "bytes_reclaimed") -
-            total(before, "sqlbox_purge", "bytes_reclaimed") ==
+    assert count(after, "sqlbox_purges") == count(before, "sqlbox_purges") + 1
+    assert (total(after, "sqlbox_purges", "bytes_reclaimed") -
+            total(before, "sqlbox_purges", "bytes_reclaimed") ==
             int(printed["bytes_reclaimed"]))
-    assert (total(after, "sqlbox_purge", "bodies_freed") -
-            total(before, "sqlbox_purge", "bodies_freed") ==
+    assert (total(after, "sqlbox_purges", "bodies_freed") -
+            total(before, "sqlbox_purges", "bodies_freed") ==
             int(printed["bodies_freed"]))
