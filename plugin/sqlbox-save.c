@@ -48,7 +48,11 @@ struct sqlbox_save_mail {
 	int64_t src_mailbox_id;
 	uint32_t src_uid;
 	bool moving;
+	/* the bytes stored (compressed or encrypted by zlib or mail_crypt
+	   stacked on top) and the message's own size (CRLF), which is what
+	   IMAP, POP3 and quota see */
 	uoff_t size;
+	uoff_t virtual_size;
 	uint8_t sha256[SBX_SHA256_SIZE];
 
 	const char *guid;
@@ -69,8 +73,10 @@ struct sqlbox_save_context {
 	pool_t pool;
 
 	ARRAY(struct sqlbox_save_mail) mails;
-	/* the mail being saved and its spooling input */
+	/* the mail being saved, its spooling input and the spool itself
+	   (data.output, unless zlib or mail_crypt wrapped it) */
 	struct istream *input;
+	struct ostream *spool;
 	uint32_t seq;
 
 	bool failed:1;
@@ -191,6 +197,7 @@ int sqlbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
 	mail_user_set_get_temp_prefix(temp_prefix, user->set);
 	_ctx->data.output = iostream_temp_create_named(str_c(temp_prefix), 0,
 						       "sqlbox save");
+	ctx->spool = _ctx->data.output;
 	if (_ctx->data.received_date == (time_t)-1)
 		_ctx->data.received_date = ioloop_time;
 	return 0;
@@ -309,12 +316,22 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 				  o_stream_get_error(_ctx->data.output));
 		ctx->failed = TRUE;
 	}
+	if (_ctx->data.output != ctx->spool) {
+		/* zlib or mail_crypt wrapped the spool and have written their
+		   trailers: back to the spool */
+		o_stream_ref(ctx->spool);
+		o_stream_destroy(&_ctx->data.output);
+		_ctx->data.output = ctx->spool;
+	}
+	ctx->spool = NULL;
 	if (!ctx->failed)
 		input = iostream_temp_finish(&_ctx->data.output, IO_BLOCK_SIZE);
 	else
 		o_stream_destroy(&_ctx->data.output);
 	index_mail_cache_parse_deinit(_ctx->dest_mail,
 				      _ctx->data.received_date, !ctx->failed);
+	/* everything the CRLF stream gave went to the spool */
+	smail->virtual_size = ctx->input->v_offset;
 	i_stream_unref(&ctx->input);
 
 	if (!ctx->failed) {
@@ -384,6 +401,7 @@ int sqlbox_copy(struct mail_save_context *_ctx, struct mail *mail)
 	smail = sqlbox_save_add(ctx);
 	smail->copy_body_id = msg.body_id;
 	smail->size = msg.physical_size;
+	smail->virtual_size = msg.virtual_size;
 	smail->guid = p_strdup(ctx->pool, msg.guid);
 	smail->received_date = (time_t)msg.received_date;
 	smail->received_tz = msg.received_tz;
@@ -438,7 +456,7 @@ bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 	array_foreach(&SQLBOX_SAVECTX(t->save_ctx)->mails, smail) {
 		if (smail->seq == seq &&
 		    (smail->copy_body_id != 0 || smail->input != NULL)) {
-			*size_r = smail->size;
+			*size_r = smail->virtual_size;
 			return TRUE;
 		}
 	}
@@ -464,8 +482,8 @@ static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
 	if (ret != 0)
 		return ret < 0 ? -1 : 0;
 
-	if (sbx_body_writer_open(db, smail->sha256, smail->size, smail->size,
-				 &writer) < 0)
+	if (sbx_body_writer_open(db, smail->sha256, smail->size,
+				 smail->virtual_size, &writer) < 0)
 		return -1;
 	i_stream_seek(smail->input, 0);
 	while ((ret = i_stream_read_more(smail->input, &data, &size)) > 0) {
