@@ -262,7 +262,8 @@ static int sqlbox_save_hash(struct mail *mail, struct istream *spool,
 }
 
 /* The Message-ID header of a spooled message, for the Sent-copy dedup.
-   Read from the spool: the mail itself may not be read during a save. */
+   Read from the spool (or, when zlib or mail_crypt transformed the spool,
+   from the mail's stream, which undoes that). */
 static const char *sqlbox_save_get_message_id(struct istream *spool)
 {
 	struct message_header_parser_ctx *parser;
@@ -298,8 +299,9 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
 	struct sqlbox_save_mail *smail;
-	struct istream *input = NULL;
+	struct istream *input = NULL, *plain = NULL;
 	const char *message_id;
+	bool spool_wrapped;
 
 	if (_ctx->data.output == NULL) {
 		/* save_begin never ran: a plugin stacked over us (quota)
@@ -316,7 +318,8 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 				  o_stream_get_error(_ctx->data.output));
 		ctx->failed = TRUE;
 	}
-	if (_ctx->data.output != ctx->spool) {
+	spool_wrapped = _ctx->data.output != ctx->spool;
+	if (spool_wrapped) {
 		/* zlib or mail_crypt wrapped the spool and have written their
 		   trailers: back to the spool */
 		o_stream_ref(ctx->spool);
@@ -346,9 +349,13 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 	    sqlbox_save_hash(_ctx->dest_mail, smail->input, smail->sha256) < 0)
 		ctx->failed = TRUE;
 
+	if (!ctx->failed && spool_wrapped &&
+	    mail_get_stream(_ctx->dest_mail, NULL, NULL, &plain) < 0)
+		ctx->failed = TRUE;
 	if (!ctx->failed) {
 		sqlbox_save_set_data(ctx, smail);
-		message_id = sqlbox_save_get_message_id(smail->input);
+		message_id = sqlbox_save_get_message_id(spool_wrapped ? plain :
+							smail->input);
 		smail->message_id = p_strdup(ctx->pool, message_id);
 	} else {
 		i_stream_unref(&smail->input);
@@ -441,6 +448,8 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 		}
 		if (smail->input == NULL)
 			return NULL;	/* still being spooled */
+		/* a limit stream starts where its parent is: at the start */
+		i_stream_seek(smail->input, 0);
 		return i_stream_create_limit(smail->input, UOFF_T_MAX);
 	}
 	return NULL;
