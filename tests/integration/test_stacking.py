@@ -11,14 +11,18 @@
 - lazy_expunge: an expunged message lands in .EXPUNGED, readable;
 - quota (count backend) counts messages' real sizes, so a message that
   compresses well still goes over the limit;
-- fts with Debian's fts-xapian: SEARCH BODY is answered from the Xapian
-  index (fts_enforced, so it cannot fall back to reading bodies);
+- fts with Debian's fts-xapian: once `doveadm index` has indexed a
+  folder, SEARCH BODY is answered by the Xapian index (its own log lines
+  show each query's hits). Dovecot's indexer-worker, which fts_autoindex
+  and SEARCH use to index new mail, skips sqlbox folders (their index has
+  no directory): a strict xfail says so;
 - Sieve through LMTP files a message into a folder, stored encrypted.
 
 zlib alone is checked too, in an instance of its own, for the zstd frame
 in SQL (with mail_crypt on top the compressed bytes are encrypted)."""
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -96,7 +100,7 @@ plugin {
   quota_grace = 0
 
   fts = xapian
-  fts_xapian = partial=3 full=20 verbose=0
+  fts_xapian = partial=3 full=20 verbose=1
   fts_autoindex = yes
   fts_enforced = yes
 
@@ -306,12 +310,26 @@ def test_quota_counts_message_sizes_not_stored_bytes(dovecot, user):
     assert dovecot.sql(user, "SELECT count(*) FROM messages")[0][0] == 1
 
 
-def test_fts_xapian_answers_search_body(dovecot, user):
-    c = dovecot.imap(user)
+def xapian_hits(dovecot, since, word):
+    """What fts-xapian's own lookups of word answered since a log mark (it
+    logs each query with verbose=1)."""
+    return [int(n) for n in re.findall(
+        r"FTS Xapian: query 'body:\"%s\"' -> (\d+) results" % word,
+        dovecot.log_text(since), re.I)]
+
+
+def fts_words(dovecot, user):
     words = ["quixotic", "zeppelin", "marmalade"]
+    c = dovecot.imap(user)
     for i, w in enumerate(words):
         append(c, "INBOX", message(b"fts%d" % i, 5,
                                    b"a line about %s things" % w.encode()))
+    c.logout()
+    return words
+
+
+def search_words(dovecot, user, words):
+    c = dovecot.imap(user)
     check(c.select("INBOX"), "SELECT")
     for i, w in enumerate(words):
         typ, data = c.uid("SEARCH", "BODY", w)
@@ -320,11 +338,32 @@ def test_fts_xapian_answers_search_body(dovecot, user):
     typ, data = c.uid("SEARCH", "BODY", "nonexistentword")
     assert data[0] == b""
     c.logout()
-    # the index fts-xapian built for INBOX
-    found = [os.path.join(d, f)
-             for d, _, files in os.walk(dovecot.user_dir(user))
-             for f in files if "xapian" in d.lower()]
-    assert found, list(os.walk(dovecot.user_dir(user)))
+
+
+def test_fts_xapian_answers_search_body(dovecot, user):
+    """Indexed by `doveadm index` (in the doveadm process), the Xapian
+    index answers SEARCH BODY: each word's query finds its message."""
+    words = fts_words(dovecot, user)
+    dovecot.doveadm("index", "-u", user, "INBOX")
+    index = dovecot.mail_dir(user) / "xapian-indexes"
+    assert any(index.glob("db_*/*")), index
+    mark = dovecot.log_size()
+    search_words(dovecot, user, words)
+    for w in words:
+        assert 1 in xapian_hits(dovecot, mark, w), (w, dovecot.log_text(mark))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Dovecot's indexer-worker (fts_autoindex, and indexing before a "
+    "SEARCH) skips a mailbox whose index has no directory ('Indexes "
+    "disabled, skipping'); sqlbox keeps each mailbox's index in memory, "
+    "so only `doveadm index` fills the fts index"))
+def test_fts_indexes_new_mail_by_itself(dovecot, user):
+    words = fts_words(dovecot, user)
+    mark = dovecot.log_size()
+    search_words(dovecot, user, words)
+    for w in words:
+        assert 1 in xapian_hits(dovecot, mark, w), (w, dovecot.log_text(mark))
 
 
 def test_sieve_through_lmtp_files_into_a_folder(dovecot, user):
