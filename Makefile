@@ -62,7 +62,7 @@ PLUGIN_OBJS := $(PLUGIN_SRCS:%.c=$(BUILD)/%.o)
 LMTP_PLUGIN_OBJS := $(BUILD)/plugin/sqlbox-lmtp-plugin.o \
 	$(BUILD)/plugin/sqlbox-settings.o
 DOVEADM_PLUGIN_OBJS := $(BUILD)/plugin/doveadm-sqlbox-plugin.o \
-	$(BUILD)/plugin/sqlbox-settings.o
+	$(BUILD)/plugin/sqlbox-settings.o $(BUILD)/plugin/sqlbox-events.o
 UNIT_SRCS := $(wildcard tests/unit/*.c)
 UNIT_OBJS := $(UNIT_SRCS:%.c=$(BUILD)/%.o)
 

@@ -18,6 +18,7 @@
 #include "sbx-admin.h"
 #include "sbx-db.h"
 #include "sbx-mailbox.h"
+#include "sqlbox-events.h"
 #include "sqlbox-settings.h"
 #include "sqlbox-plugin.h"
 
@@ -146,6 +147,7 @@ static int cmd_sqlbox_purge_run(struct doveadm_mail_cmd_context *_ctx,
 	struct sbx_purge_result res;
 	struct sbx_db *db;
 	const char *error;
+	int ret;
 
 	if (sqlbox_settings_read(user, &set, &error) < 0) {
 		i_error("User %s: %s", user->username, error);
@@ -155,8 +157,13 @@ static int cmd_sqlbox_purge_run(struct doveadm_mail_cmd_context *_ctx,
 	db = sqlbox_cmd_open(_ctx, user);
 	if (db == NULL)
 		return -1;
-	if (sbx_admin_purge(db, (int64_t)(time(NULL) - set.tombstone_keep_secs),
-			    &res) < 0)
+	/* sqlbox_purge_finished and the purge's transactions, for metrics
+	   (the storage module's observer, when it shares the handle) */
+	sqlbox_events_attach(db, user->event);
+	ret = sbx_admin_purge(db, (int64_t)(time(NULL) -
+					    set.tombstone_keep_secs), &res);
+	sqlbox_events_detach(db);
+	if (ret < 0)
 		return sqlbox_cmd_failed(_ctx, user, &db, "purge");
 	sbx_db_close(&db);
 	doveadm_print_num(res.bodies_freed);

@@ -23,6 +23,7 @@
 #include "sbx-mailbox-log.h"
 #include "mailbox-log.h"
 #include "sqlbox-error.h"
+#include "sqlbox-events.h"
 #include "sqlbox-storage.h"
 
 struct sqlbox_list_iterate_context {
@@ -155,6 +156,7 @@ static int sqlbox_list_init(struct mailbox_list *_list, const char **error_r)
 		}
 		return -1;
 	}
+	sqlbox_events_attach(list->db, _list->ns->user->event);
 	sqlbox_list_restore_changelog(list);
 	return 0;
 }
@@ -163,6 +165,8 @@ static void sqlbox_list_deinit(struct mailbox_list *_list)
 {
 	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
 
+	if (list->db != NULL)
+		sqlbox_events_detach(list->db);
 	sbx_db_close(&list->db);
 	pool_unref(&_list->pool);
 }

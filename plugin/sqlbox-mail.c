@@ -23,7 +23,10 @@ struct sqlbox_mail {
 	bool have_row;
 	uint32_t row_uid;
 	int64_t body_id;
-	uoff_t size;
+	/* the bytes stored, and the message's size: they differ when zlib
+	   or mail_crypt transform what is stored; Dovecot's physical and
+	   virtual sizes are both the message's, CRLF as stored */
+	uoff_t size, virtual_size;
 	time_t received_date, save_date;
 	const char *guid, *pop3_uidl, *from_envelope;
 	uint32_t pop3_order;
@@ -84,6 +87,7 @@ static int sqlbox_mail_lookup(struct sqlbox_mail *mail)
 	mail->row_uid = _mail->uid;
 	mail->body_id = msg.body_id;
 	mail->size = msg.physical_size;
+	mail->virtual_size = msg.virtual_size;
 	mail->received_date = (time_t)msg.received_date;
 	mail->save_date = (time_t)msg.save_date;
 	mail->guid = p_strdup(pool, msg.guid);
@@ -120,7 +124,9 @@ static int sqlbox_mail_get_save_date(struct mail *_mail, time_t *date_r)
 }
 
 /* Bodies are stored with CRLF line endings, so the physical and the
-   virtual size are the same number, and it is a column. */
+   virtual size are the same number, and it is a column (the message's
+   size, not the stored bytes, which zlib or mail_crypt may shrink or
+   grow). */
 static int sqlbox_mail_get_size(struct mail *_mail, uoff_t *size_r)
 {
 	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
@@ -136,8 +142,8 @@ static int sqlbox_mail_get_size(struct mail *_mail, uoff_t *size_r)
 	}
 	if (sqlbox_mail_lookup(mail) < 0)
 		return -1;
-	data->physical_size = data->virtual_size = mail->size;
-	*size_r = mail->size;
+	data->physical_size = data->virtual_size = mail->virtual_size;
+	*size_r = mail->virtual_size;
 	return 0;
 }
 
@@ -186,7 +192,8 @@ sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 				i_stream_unref(&input);
 				return -1;
 			}
-			data->physical_size = data->virtual_size = mail->size;
+			data->physical_size = data->virtual_size =
+				mail->virtual_size;
 		}
 		data->stream = input;
 		index_mail_set_read_buffer_size(_mail, input);

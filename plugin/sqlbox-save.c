@@ -48,7 +48,11 @@ struct sqlbox_save_mail {
 	int64_t src_mailbox_id;
 	uint32_t src_uid;
 	bool moving;
+	/* the bytes stored (compressed or encrypted by zlib or mail_crypt
+	   stacked on top) and the message's own size (CRLF), which is what
+	   IMAP, POP3 and quota see */
 	uoff_t size;
+	uoff_t virtual_size;
 	uint8_t sha256[SBX_SHA256_SIZE];
 
 	const char *guid;
@@ -71,8 +75,10 @@ struct sqlbox_save_context {
 	pool_t pool;
 
 	ARRAY(struct sqlbox_save_mail) mails;
-	/* the mail being saved and its spooling input */
+	/* the mail being saved, its spooling input and the spool itself
+	   (data.output, unless zlib or mail_crypt wrapped it) */
 	struct istream *input;
+	struct ostream *spool;
 	uint32_t seq;
 	/* the mailbox's pull cursor after commit_pre's pull, and SQL's
 	   highest MODSEQ after its inserts: with nothing pulled in between,
@@ -195,6 +201,7 @@ int sqlbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
 	mail_user_set_get_temp_prefix(temp_prefix, user->set);
 	_ctx->data.output = iostream_temp_create_named(str_c(temp_prefix), 0,
 						       "sqlbox save");
+	ctx->spool = _ctx->data.output;
 	if (_ctx->data.received_date == (time_t)-1)
 		_ctx->data.received_date = ioloop_time;
 	return 0;
@@ -259,7 +266,8 @@ static int sqlbox_save_hash(struct mail *mail, struct istream *spool,
 }
 
 /* The Message-ID header of a spooled message, for the Sent-copy dedup.
-   Read from the spool: the mail itself may not be read during a save. */
+   Read from the spool (or, when zlib or mail_crypt transformed the spool,
+   from the mail's stream, which undoes that). */
 static const char *sqlbox_save_get_message_id(struct istream *spool)
 {
 	struct message_header_parser_ctx *parser;
@@ -295,8 +303,9 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
 	struct sqlbox_save_mail *smail;
-	struct istream *input = NULL;
+	struct istream *input = NULL, *plain = NULL;
 	const char *message_id;
+	bool spool_wrapped;
 
 	if (_ctx->data.output == NULL) {
 		/* save_begin never ran: a plugin stacked over us (quota)
@@ -313,12 +322,23 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 				  o_stream_get_error(_ctx->data.output));
 		ctx->failed = TRUE;
 	}
+	spool_wrapped = _ctx->data.output != ctx->spool;
+	if (spool_wrapped) {
+		/* zlib or mail_crypt wrapped the spool and have written their
+		   trailers: back to the spool */
+		o_stream_ref(ctx->spool);
+		o_stream_destroy(&_ctx->data.output);
+		_ctx->data.output = ctx->spool;
+	}
+	ctx->spool = NULL;
 	if (!ctx->failed)
 		input = iostream_temp_finish(&_ctx->data.output, IO_BLOCK_SIZE);
 	else
 		o_stream_destroy(&_ctx->data.output);
 	index_mail_cache_parse_deinit(_ctx->dest_mail,
 				      _ctx->data.received_date, !ctx->failed);
+	/* everything the CRLF stream gave went to the spool */
+	smail->virtual_size = ctx->input->v_offset;
 	i_stream_unref(&ctx->input);
 
 	if (!ctx->failed) {
@@ -333,9 +353,13 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 	    sqlbox_save_hash(_ctx->dest_mail, smail->input, smail->sha256) < 0)
 		ctx->failed = TRUE;
 
+	if (!ctx->failed && spool_wrapped &&
+	    mail_get_stream(_ctx->dest_mail, NULL, NULL, &plain) < 0)
+		ctx->failed = TRUE;
 	if (!ctx->failed) {
 		sqlbox_save_set_data(ctx, smail);
-		message_id = sqlbox_save_get_message_id(smail->input);
+		message_id = sqlbox_save_get_message_id(spool_wrapped ? plain :
+							smail->input);
 		smail->message_id = p_strdup(ctx->pool, message_id);
 	} else {
 		i_stream_unref(&smail->input);
@@ -388,6 +412,7 @@ int sqlbox_copy(struct mail_save_context *_ctx, struct mail *mail)
 	smail = sqlbox_save_add(ctx);
 	smail->copy_body_id = msg.body_id;
 	smail->size = msg.physical_size;
+	smail->virtual_size = msg.virtual_size;
 	smail->guid = p_strdup(ctx->pool, msg.guid);
 	smail->received_date = (time_t)msg.received_date;
 	smail->received_tz = msg.received_tz;
@@ -427,6 +452,8 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 		}
 		if (smail->input == NULL)
 			return NULL;	/* still being spooled */
+		/* a limit stream starts where its parent is: at the start */
+		i_stream_seek(smail->input, 0);
 		return i_stream_create_limit(smail->input, UOFF_T_MAX);
 	}
 	return NULL;
@@ -442,7 +469,7 @@ bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 	array_foreach(&SQLBOX_SAVECTX(t->save_ctx)->mails, smail) {
 		if (smail->seq == seq &&
 		    (smail->copy_body_id != 0 || smail->input != NULL)) {
-			*size_r = smail->size;
+			*size_r = smail->virtual_size;
 			return TRUE;
 		}
 	}
@@ -468,8 +495,8 @@ static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
 	if (ret != 0)
 		return ret < 0 ? -1 : 0;
 
-	if (sbx_body_writer_open(db, smail->sha256, smail->size, smail->size,
-				 &writer) < 0)
+	if (sbx_body_writer_open(db, smail->sha256, smail->size,
+				 smail->virtual_size, &writer) < 0)
 		return -1;
 	i_stream_seek(smail->input, 0);
 	while ((ret = i_stream_read_more(smail->input, &data, &size)) > 0) {

@@ -21,9 +21,9 @@ void sqlbox_transaction_save_rollback(struct mail_save_context *ctx);
 struct istream *
 sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq);
 
-/* The size of a mail being saved or copied in t, once it is known (after
-   save_finish, or at once for a copy): quota asks for it before the
-   commit. */
+/* The size of a mail being saved or copied in t (the message's, not the
+   bytes stored), once it is known (after save_finish, or at once for a
+   copy): quota asks for it before the commit. */
 bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 			  uint32_t seq, uoff_t *size_r);
 

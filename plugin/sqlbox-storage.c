@@ -386,8 +386,11 @@ static void sqlbox_notify_changes(struct mailbox *box)
 
 struct mail_storage sqlbox_storage = {
 	.name = SQLBOX_STORAGE_NAME,
+	/* BINARY_DATA: a body may hold any bytes, so zlib and mail_crypt
+	   compress and encrypt what is saved */
 	.class_flags = MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
-		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_SAVE_GUIDS,
+		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_SAVE_GUIDS |
+		MAIL_STORAGE_CLASS_FLAG_BINARY_DATA,
 	.event_category = &event_category_sqlbox,
 	.v = {
 		.alloc = sqlbox_storage_alloc,

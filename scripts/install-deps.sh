@@ -22,6 +22,8 @@ packages=(
 	ca-certificates
 	# POP3 clients of tests/integration/test_pop3_clients.py
 	fetchmail getmail6 isync dovecot-sieve
+	# full-text search stacked on sqlbox (tests/integration/test_stacking.py)
+	dovecot-fts-xapian
 )
 
 die() {

@@ -393,6 +393,8 @@ static int sbx_admin_purge_rows(struct sbx_db *db, int64_t cutoff,
 int sbx_admin_purge(struct sbx_db *db, int64_t tombstone_cutoff,
 		    struct sbx_purge_result *result_r)
 {
+	struct sbx_db_event event;
+
 	memset(result_r, 0, sizeof(*result_r));
 	if (sbx_admin_file_bytes(db, &result_r->bytes_before) < 0)
 		return -1;
@@ -413,7 +415,18 @@ int sbx_admin_purge(struct sbx_db *db, int64_t tombstone_cutoff,
 		return -1;
 	}
 	sbx_db_unlock(db);
-	return sbx_admin_file_bytes(db, &result_r->bytes_after);
+	if (sbx_admin_file_bytes(db, &result_r->bytes_after) < 0)
+		return -1;
+	memset(&event, 0, sizeof(event));
+	event.kind = SBX_DB_EVENT_PURGE_FINISHED;
+	event.bodies_freed = result_r->bodies_freed;
+	event.tombstones_pruned = result_r->tombstones_pruned;
+	if (result_r->bytes_before > result_r->bytes_after) {
+		event.bytes_reclaimed = result_r->bytes_before -
+			result_r->bytes_after;
+	}
+	sbx_db_notify(db, &event);
+	return 0;
 }
 
 int sbx_admin_backup(struct sbx_db *db, const char *dest_path)

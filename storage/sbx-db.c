@@ -69,6 +69,110 @@ int64_t sbx_db_now_msecs(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t sbx_db_now_usecs(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static uint64_t sbx_usecs_since(int64_t start_usecs)
+{
+	int64_t now = sbx_db_now_usecs();
+
+	return now > start_usecs ? (uint64_t)(now - start_usecs) : 0;
+}
+
+void sbx_db_set_observer(struct sbx_db *db, sbx_db_observer_func *func,
+			 void *context)
+{
+	db->observer = func;
+	db->observer_context = func == NULL ? NULL : context;
+}
+
+void sbx_db_get_observer(struct sbx_db *db, sbx_db_observer_func **func_r,
+			 void **context_r)
+{
+	*func_r = db->observer;
+	*context_r = db->observer_context;
+}
+
+void sbx_db_notify(struct sbx_db *db, const struct sbx_db_event *event)
+{
+	if (db->observer != NULL)
+		db->observer(db->observer_context, event);
+}
+
+/* The lock wait is over (got is false: it timed out). */
+static void sbx_db_notify_lock_waited(struct sbx_db *db, int64_t start_usecs,
+				      bool got)
+{
+	struct sbx_db_event event;
+	uint64_t waited = sbx_usecs_since(start_usecs);
+
+	db->tx_lock_wait_usecs += waited;
+	if (db->observer == NULL)
+		return;
+	memset(&event, 0, sizeof(event));
+	event.kind = SBX_DB_EVENT_LOCK_WAITED;
+	event.is_write = true;
+	event.error = got ? SBX_ERR_NONE : SBX_ERR_BUSY;
+	event.duration_usecs = waited;
+	sbx_db_notify(db, &event);
+}
+
+/* Pages this connection has written so far (WAL frames included). */
+static int sbx_db_pages_written(struct sbx_db *db)
+{
+	int cur = 0, high = 0;
+
+	(void)sqlite3_db_status(db->sqlite, SQLITE_DBSTATUS_CACHE_WRITE,
+				&cur, &high, 0);
+	return cur;
+}
+
+static void sbx_db_notify_tx_begin(struct sbx_db *db, bool is_write)
+{
+	struct sbx_db_event event;
+
+	db->tx_start_usecs = sbx_db_now_usecs();
+	db->tx_lock_wait_usecs = 0;
+	db->tx_pages_at_begin = sbx_db_pages_written(db);
+	if (db->observer == NULL)
+		return;
+	memset(&event, 0, sizeof(event));
+	event.kind = SBX_DB_EVENT_TX_BEGIN;
+	event.is_write = is_write;
+	sbx_db_notify(db, &event);
+}
+
+static void sbx_db_notify_tx_finished(struct sbx_db *db, bool is_write,
+				      enum sbx_tx_result result)
+{
+	struct sbx_db_event event;
+	int pages;
+
+	if (db->observer == NULL)
+		return;
+	memset(&event, 0, sizeof(event));
+	event.kind = SBX_DB_EVENT_TX_FINISHED;
+	event.is_write = is_write;
+	event.result = result;
+	if (result != SBX_TX_RESULT_COMMIT)
+		event.error = db->error;
+	event.duration_usecs = sbx_usecs_since(db->tx_start_usecs);
+	event.lock_wait_usecs = db->tx_lock_wait_usecs;
+	if (is_write && result == SBX_TX_RESULT_COMMIT) {
+		pages = sbx_db_pages_written(db) - db->tx_pages_at_begin;
+		if (pages > 0) {
+			event.pages_written = (uint64_t)pages;
+			event.bytes_written = (uint64_t)pages * db->page_size;
+		}
+	}
+	sbx_db_notify(db, &event);
+}
+
 static void sbx_sleep_msecs(int64_t msecs)
 {
 	struct timespec ts;
@@ -88,7 +192,8 @@ int sbx_db_lock(struct sbx_db *db, int64_t *deadline_msecs_r)
 int sbx_db_lock_timeout(struct sbx_db *db, unsigned int timeout_msecs,
 			int64_t *deadline_msecs_r)
 {
-	int64_t deadline, now, delay = 1;
+	int64_t deadline, now, delay = 1, wait_start = 0;
+	bool waited = false;
 
 	if (db->lock_held) {
 		return sbx_error_set(db, SBX_ERR_INTERNAL,
@@ -107,9 +212,18 @@ int sbx_db_lock_timeout(struct sbx_db *db, unsigned int timeout_msecs,
 		}
 		now = sbx_db_now_msecs();
 		if (now >= deadline) {
-			return sbx_error_set(db, SBX_ERR_BUSY,
+			(void)sbx_error_set(db, SBX_ERR_BUSY,
 				"lock '%s': timed out after %u ms",
 				db->lock_path, timeout_msecs);
+			/* a try without a timeout is not a wait */
+			if (timeout_msecs > 0)
+				sbx_db_notify_lock_waited(db, wait_start,
+							  false);
+			return -1;
+		}
+		if (!waited) {
+			waited = true;
+			wait_start = sbx_db_now_usecs();
 		}
 		sbx_sleep_msecs(delay < deadline - now ? delay :
 				deadline - now);
@@ -117,6 +231,8 @@ int sbx_db_lock_timeout(struct sbx_db *db, unsigned int timeout_msecs,
 			SBX_LOCK_MAX_SLEEP_MSECS;
 	}
 	db->lock_held = true;
+	if (waited)
+		sbx_db_notify_lock_waited(db, wait_start, true);
 	if (deadline_msecs_r != NULL)
 		*deadline_msecs_r = deadline;
 	return 0;
@@ -310,6 +426,20 @@ static int sbx_db_open_files(struct sbx_db *db)
 	return sbx_db_configure(db);
 }
 
+static int sbx_db_read_int64(struct sbx_db *db, enum sbx_stmt_id id,
+			     int64_t *value_r);
+
+/* The page size turns pages written into bytes for the observer. */
+static int sbx_db_read_page_size(struct sbx_db *db)
+{
+	int64_t value;
+
+	if (sbx_db_read_int64(db, SBX_STMT_DB_PAGE_SIZE, &value) < 0)
+		return -1;
+	db->page_size = value > 0 ? (uint64_t)value : 0;
+	return 0;
+}
+
 int sbx_db_open(const char *path, const struct sbx_db_settings *set,
 		struct sbx_db **db_r)
 {
@@ -328,7 +458,8 @@ int sbx_db_open(const char *path, const struct sbx_db_settings *set,
 		return sbx_error_set(db, SBX_ERR_INVALID,
 				     "open database: empty path");
 	}
-	if (sbx_db_open_files(db) < 0 || sbx_migrate(db) < 0)
+	if (sbx_db_open_files(db) < 0 || sbx_migrate(db) < 0 ||
+	    sbx_db_read_page_size(db) < 0)
 		return -1;
 	db->next = sbx_db_registry;
 	sbx_db_registry = db;
@@ -408,6 +539,7 @@ static int sbx_db_tx_exec(struct sbx_db *db, enum sbx_stmt_id id,
 static int sbx_db_begin_immediate(struct sbx_db *db, int64_t deadline)
 {
 	int64_t left = deadline - sbx_db_now_msecs();
+	int64_t start = sbx_db_now_usecs();
 	int ret;
 
 	if (left < 1)
@@ -416,6 +548,9 @@ static int sbx_db_begin_immediate(struct sbx_db *db, int64_t deadline)
 	ret = sbx_db_tx_exec(db, SBX_STMT_TX_BEGIN_IMMEDIATE,
 			     "begin write transaction");
 	(void)sqlite3_busy_timeout(db->sqlite, (int)db->lock_timeout_msecs);
+	/* SQLite's lock is the second one: waiting for it is a lock wait
+	   too (it is only busy for a writer that skipped the lock file) */
+	db->tx_lock_wait_usecs += sbx_usecs_since(start);
 	return ret;
 }
 
@@ -439,8 +574,12 @@ int sbx_tx_begin_nowait(struct sbx_db *db)
 			"begin transaction on '%s': one is active already",
 			db->path);
 	}
-	if (sbx_tx_begin_write(db, 0) < 0)
+	sbx_db_notify_tx_begin(db, true);
+	if (sbx_tx_begin_write(db, 0) < 0) {
+		sbx_db_notify_tx_finished(db, true,
+					  SBX_TX_RESULT_BEGIN_FAILED);
 		return -1;
+	}
 	db->tx_active = true;
 	db->tx_write = true;
 	db->modseq_count = 0;
@@ -454,27 +593,36 @@ int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind)
 			"begin transaction on '%s': one is active already",
 			db->path);
 	}
+	sbx_db_notify_tx_begin(db, kind == SBX_TX_WRITE);
 	if (kind == SBX_TX_READ) {
 		if (sbx_db_tx_exec(db, SBX_STMT_TX_BEGIN,
 				   "begin read transaction") < 0)
-			return -1;
+			goto out_failed;
 	} else {
 		if (sbx_tx_begin_write(db, db->lock_timeout_msecs) < 0)
-			return -1;
+			goto out_failed;
 	}
 	db->tx_active = true;
 	db->tx_write = kind == SBX_TX_WRITE;
 	db->modseq_count = 0;
 	return 0;
+out_failed:
+	sbx_db_notify_tx_finished(db, kind == SBX_TX_WRITE,
+				  SBX_TX_RESULT_BEGIN_FAILED);
+	return -1;
 }
 
-/* Forgets the transaction and releases the lock file. */
-static void sbx_tx_end(struct sbx_db *db)
+/* Forgets the transaction, releases the lock file and tells the
+   observer. */
+static void sbx_tx_end(struct sbx_db *db, enum sbx_tx_result result)
 {
+	bool is_write = db->tx_write;
+
 	db->tx_active = false;
 	db->tx_write = false;
 	db->modseq_count = 0;
 	sbx_db_unlock(db);
+	sbx_db_notify_tx_finished(db, is_write, result);
 }
 
 int sbx_tx_commit(struct sbx_db *db)
@@ -489,10 +637,11 @@ int sbx_tx_commit(struct sbx_db *db)
 	if (sqlite3_get_autocommit(db->sqlite) != 0) {
 		/* SQLite rolled back by itself after an error (FULL, IOERR,
 		   NOMEM): the caller missed a failure. */
-		sbx_tx_end(db);
-		return sbx_error_set(db, SBX_ERR_INTERNAL,
+		(void)sbx_error_set(db, SBX_ERR_INTERNAL,
 			"commit transaction on '%s': SQLite rolled it back "
 			"after an earlier error", db->path);
+		sbx_tx_end(db, SBX_TX_RESULT_ROLLBACK);
+		return -1;
 	}
 	db->is_committing = true;
 	ret = sbx_db_tx_exec(db, SBX_STMT_TX_COMMIT, "commit transaction");
@@ -503,7 +652,7 @@ int sbx_tx_commit(struct sbx_db *db)
 	}
 	if (db->tx_write)
 		sbx_db_checkpoint_if_big(db);
-	sbx_tx_end(db);
+	sbx_tx_end(db, SBX_TX_RESULT_COMMIT);
 	return 0;
 }
 
@@ -523,7 +672,7 @@ void sbx_tx_rollback(struct sbx_db *db)
 		db->error = error;
 		memcpy(db->error_msg, msg, sizeof(msg));
 	}
-	sbx_tx_end(db);
+	sbx_tx_end(db, SBX_TX_RESULT_ROLLBACK);
 }
 
 bool sbx_tx_is_active(struct sbx_db *db)

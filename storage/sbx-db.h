@@ -67,6 +67,63 @@ void sbx_tx_rollback(struct sbx_db *db);
 bool sbx_tx_is_active(struct sbx_db *db);
 bool sbx_tx_is_write(struct sbx_db *db);
 
+/* What an observer hears about (sbx_db_set_observer()). */
+enum sbx_db_event_kind {
+	/* A transaction is about to begin, before any wait for a lock. */
+	SBX_DB_EVENT_TX_BEGIN,
+	/* The write lock was busy: the wait ended, with the lock or with
+	   SBX_ERR_BUSY. Not sent when the lock was free at once. */
+	SBX_DB_EVENT_LOCK_WAITED,
+	/* A transaction ended, or failed to begin (after TX_BEGIN). */
+	SBX_DB_EVENT_TX_FINISHED,
+	/* sbx_admin_purge() finished its work. */
+	SBX_DB_EVENT_PURGE_FINISHED,
+};
+
+enum sbx_tx_result {
+	SBX_TX_RESULT_COMMIT,
+	SBX_TX_RESULT_ROLLBACK,		/* also a COMMIT that failed */
+	SBX_TX_RESULT_BEGIN_FAILED,	/* no lock, or BEGIN failed */
+};
+
+struct sbx_db_event {
+	enum sbx_db_event_kind kind;
+	/* TX_*: a write transaction; LOCK_WAITED: always true */
+	bool is_write;
+	/* TX_FINISHED */
+	enum sbx_tx_result result;
+	/* TX_FINISHED other than a commit, and a LOCK_WAITED that timed
+	   out: the cause (SBX_ERR_BUSY for a lock timeout) */
+	enum sbx_error error;
+	/* TX_FINISHED: from TX_BEGIN to the end, lock waits included;
+	   LOCK_WAITED: the wait, the lock file's and SQLite's own */
+	uint64_t duration_usecs;
+	/* TX_FINISHED of a write: the part spent waiting for the locks */
+	uint64_t lock_wait_usecs;
+	/* TX_FINISHED of a committed write: database pages the transaction
+	   wrote (WAL frames) and their size in bytes */
+	uint64_t pages_written;
+	uint64_t bytes_written;
+	/* PURGE_FINISHED: what sbx_admin_purge() returns, and the bytes the
+	   file and its WAL shrank by */
+	uint64_t bodies_freed;
+	uint64_t tombstones_pruned;
+	uint64_t bytes_reclaimed;
+};
+
+/* Called synchronously with each event. It must not call into db. */
+typedef void sbx_db_observer_func(void *context,
+				  const struct sbx_db_event *event);
+
+/* Sets db's one observer (func NULL removes it). Every user of a shared
+   handle (sbx_db_open() of the same path) shares it too; see
+   sbx_db_get_observer(). */
+void sbx_db_set_observer(struct sbx_db *db, sbx_db_observer_func *func,
+			 void *context);
+/* The observer set now: *func_r is NULL when there is none. */
+void sbx_db_get_observer(struct sbx_db *db, sbx_db_observer_func **func_r,
+			 void **context_r);
+
 /* SQLite's PRAGMA data_version: changes when another connection committed
    since the last call. Cheap change detection. */
 int sbx_db_get_data_version(struct sbx_db *db, uint32_t *version_r);

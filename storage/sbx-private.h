@@ -53,6 +53,16 @@ struct sbx_db {
 	bool is_committing;
 	/* frames in the WAL after the last commit (the WAL hook) */
 	int wal_frames;
+	/* PRAGMA page_size, read at open */
+	uint64_t page_size;
+
+	/* The observer (sbx_db_set_observer()) and what the current
+	   transaction has measured for it. */
+	sbx_db_observer_func *observer;
+	void *observer_context;
+	int64_t tx_start_usecs;
+	uint64_t tx_lock_wait_usecs;
+	int tx_pages_at_begin;
 
 	/* Below SBX_MODSEQ_STEP / 2, from the database's db_guid; 0 until
 	   read (sbx_db_modseq_salt()). */
@@ -109,8 +119,12 @@ int sbx_db_lock_timeout(struct sbx_db *db, unsigned int timeout_msecs,
 			int64_t *deadline_msecs_r);
 void sbx_db_unlock(struct sbx_db *db);
 
-/* Milliseconds on CLOCK_MONOTONIC. */
+/* Milliseconds and microseconds on CLOCK_MONOTONIC. */
 int64_t sbx_db_now_msecs(void);
+int64_t sbx_db_now_usecs(void);
+
+/* Tells the observer, if there is one, about event. */
+void sbx_db_notify(struct sbx_db *db, const struct sbx_db_event *event);
 
 /* For sbx-migrate.c: the schema state SQLite reports. Each returns 0 or
    -1. */

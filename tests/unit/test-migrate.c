@@ -223,3 +223,104 @@ Test(migrate, processes_opening_a_new_database_at_once_migrate_it_once)
 	sqlite3_finalize(stmt);
 	sqlite3_close(conn);
 }
+
+/* The file's schema (every object's type, name and SQL) in one string,
+   user_version and application_id, read by a connection of its own. */
+struct schema_state {
+	char objects[32768];
+	int64_t user_version;
+	int64_t application_id;
+};
+
+static int64_t raw_int(sqlite3 *conn, const char *sql)
+{
+	sqlite3_stmt *stmt;
+	int64_t value = -1;
+
+	cr_assert_eq(sqlite3_prepare_v2(conn, sql, -1, &stmt, NULL),
+		     SQLITE_OK, "%s: %s", sql, sqlite3_errmsg(conn));
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		value = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	return value;
+}
+
+static void read_schema(const char *path, struct schema_state *state_r)
+{
+	sqlite3 *conn;
+	sqlite3_stmt *stmt;
+	size_t len = 0;
+
+	memset(state_r, 0, sizeof(*state_r));
+	cr_assert_eq(sqlite3_open_v2(path, &conn, SQLITE_OPEN_READONLY, NULL),
+		     SQLITE_OK);
+	cr_assert_eq(sqlite3_prepare_v2(conn, "SELECT type || ' ' || name ||"
+					" ' ' || coalesce(sql, '') FROM"
+					" sqlite_schema ORDER BY name", -1,
+					&stmt, NULL), SQLITE_OK);
+	while (sqlite3_step(stmt) == SQLITE_ROW) {
+		len += (size_t)snprintf(state_r->objects + len,
+					sizeof(state_r->objects) - len, "%s\n",
+					sqlite3_column_text(stmt, 0));
+		cr_assert_lt(len, sizeof(state_r->objects));
+	}
+	sqlite3_finalize(stmt);
+	state_r->user_version = raw_int(conn, "PRAGMA user_version");
+	state_r->application_id = raw_int(conn, "PRAGMA application_id");
+	sqlite3_close(conn);
+}
+
+/* The first migration creates many objects before mailbox_log: a file
+   that already has a table of that name (an operator's, or a botched
+   earlier attempt) makes it fail half-way. Everything it did before is
+   undone, the file keeps what it had, the error says what failed, and
+   nothing is left locked. */
+Test(migrate, failed_migration_leaves_the_old_schema_intact)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct schema_state before, after;
+	const char *path = fixture_file("old.sqlite");
+	struct sbx_db *db;
+	const char *msg;
+	int attempt;
+
+	raw_exec(path, "CREATE TABLE mailbox_log(note TEXT);"
+		 "INSERT INTO mailbox_log VALUES ('kept')");
+	read_schema(path, &before);
+	cr_assert_eq(before.user_version, 0);
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		cr_assert_eq(sbx_db_open(path, &set, &db), -1);
+		cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_INTERNAL,
+			     "%s", msg);
+		cr_assert(strstr(msg, "migrate database '") != NULL &&
+			  strstr(msg, "to schema version 1: table mailbox_log "
+				 "already exists (SQLITE_ERROR)") != NULL,
+			  "%s", msg);
+		sbx_db_close(&db);
+
+		read_schema(path, &after);
+		cr_assert_str_eq(after.objects, before.objects);
+		cr_assert_eq(after.user_version, 0);
+		cr_assert_eq(after.application_id, 0,
+			     "the application_id set first was undone too");
+	}
+	{
+		sqlite3 *conn;
+
+		cr_assert_eq(sqlite3_open(path, &conn), SQLITE_OK);
+		cr_assert_eq(raw_int(conn, "SELECT count(*) FROM mailbox_log"
+				     " WHERE note = 'kept'"), 1);
+		sqlite3_close(conn);
+	}
+
+	/* Once the conflict is gone, the same file migrates. */
+	raw_exec(path, "DROP TABLE mailbox_log");
+	cr_assert_eq(sbx_db_open(path, &set, &db), 0, "%s",
+		     (sbx_db_last_error(db, &msg), msg));
+	cr_assert_eq(sbx_db_get_schema_version(db), 1);
+	sbx_db_close(&db);
+	read_schema(path, &after);
+	cr_assert_eq(after.user_version, 1);
+	cr_assert(strstr(after.objects, "table mailbox_log ") != NULL);
+}
