@@ -22,6 +22,8 @@ packages=(
 	ca-certificates
 	# POP3 clients of tests/integration/test_pop3_clients.py
 	fetchmail getmail6 isync dovecot-sieve
+	# submission tests: SMTP client and the recording relay sink
+	swaks python3-aiosmtpd
 )
 
 die() {
