@@ -433,7 +433,7 @@ submission_sqlbox_read_headers(struct istream *input,
 {
 	struct message_header_parser_ctx *parser;
 	struct message_header_line *hdr;
-	struct message_address *addr;
+	struct message_address *addr, *last;
 	int ret;
 
 	i_zero(hdrs_r);
@@ -453,14 +453,15 @@ submission_sqlbox_read_headers(struct istream *input,
 			if (!hdrs_r->has_from)
 				hdrs_r->from = addr;
 			else if (addr != NULL) {
-				addr->prev = NULL;
-				struct message_address *last = hdrs_r->from;
+				last = hdrs_r->from;
 				while (last != NULL && last->next != NULL)
 					last = last->next;
 				if (last == NULL)
 					hdrs_r->from = addr;
-				else
+				else {
 					last->next = addr;
+					addr->prev = last;
+				}
 			}
 			hdrs_r->has_from = TRUE;
 		} else if (strcasecmp(hdr->name, "Sender") == 0) {
@@ -495,25 +496,32 @@ submission_sqlbox_read_headers(struct istream *input,
 }
 
 /* The first mailbox of addrs that the user does not own, "" if all are
-   owned, NULL if the operator database could not tell. *count_r is the
-   number of mailboxes. */
+   owned, NULL if the operator database could not tell. *valid_r is FALSE
+   when addrs has no mailbox or one that does not parse. */
 static const char *
 submission_sqlbox_unowned(struct submission_sqlbox_client *sclient,
-			  const struct message_address *addr,
-			  unsigned int *count_r)
+			  const struct message_address *addrs, bool *valid_r)
 {
+	const struct message_address *addr;
 	const char *address;
+	unsigned int count = 0;
 	int ret;
 
-	*count_r = 0;
-	for (; addr != NULL; addr = addr->next) {
+	for (addr = addrs; addr != NULL; addr = addr->next) {
 		if (addr->domain == NULL)
 			continue;	/* a group's start or end */
-		(*count_r)++;
+		if (addr->invalid_syntax || addr->mailbox == NULL ||
+		    *addr->mailbox == '\0' || *addr->domain == '\0') {
+			*valid_r = FALSE;
+			return "";
+		}
+		count++;
+	}
+	*valid_r = count > 0;
+	for (addr = addrs; addr != NULL; addr = addr->next) {
+		if (addr->domain == NULL)
+			continue;
 		address = t_strconcat(addr->mailbox, "@", addr->domain, NULL);
-		if (addr->invalid_syntax || *addr->mailbox == '\0' ||
-		    *addr->domain == '\0')
-			return address;
 		ret = submission_sqlbox_owns(sclient, address);
 		if (ret < 0)
 			return NULL;
@@ -532,7 +540,7 @@ submission_sqlbox_check_from(struct submission_sqlbox_client *sclient,
 {
 	const struct message_address *from, *sender;
 	const char *bad;
-	unsigned int count, sender_count;
+	bool valid, sender_valid = TRUE;
 
 	if (hdrs->has_resent) {
 		from = hdrs->resent_from;
@@ -543,17 +551,16 @@ submission_sqlbox_check_from(struct submission_sqlbox_client *sclient,
 	}
 	if (sclient->set.from_check == SUBMISSION_SQLBOX_FROM_CHECK_OFF)
 		return 0;
-	bad = submission_sqlbox_unowned(sclient, from, &count);
-	if (bad != NULL && count == 0) {
+	bad = submission_sqlbox_unowned(sclient, from, &valid);
+	if (bad != NULL && *bad == '\0' && sender != NULL)
+		bad = submission_sqlbox_unowned(sclient, sender, &sender_valid);
+	if (!valid || !sender_valid) {
 		smtp_server_reply(cmd, 554, "5.6.0",
 				  "Message has no valid From: header");
 		submission_sqlbox_audit(sclient, NULL, 554, "5.6.0", NULL,
 					"bad_from", NULL);
 		return -1;
 	}
-	if (bad != NULL && *bad == '\0' && sender != NULL)
-		bad = submission_sqlbox_unowned(sclient, sender,
-						&sender_count);
 	if (bad == NULL) {
 		smtp_server_reply(cmd, 451, "4.3.0",
 				  "Temporary policy failure, try again later");

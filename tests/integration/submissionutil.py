@@ -130,11 +130,11 @@ def policy_sql(d, query, params=()):
 def imap_sent(d, user, mailbox="Sent"):
     """[(flags, header bytes)] of every message in mailbox over IMAP."""
     c = d.imap(user)
-    typ, _ = c.select('"%s"' % mailbox, readonly=True)
+    typ, exists = c.select('"%s"' % mailbox, readonly=True)
     assert typ == "OK", mailbox
-    typ, data = c.fetch("1:*", "(FLAGS BODY.PEEK[HEADER])")
     out = []
-    if data and data[0] is not None:
+    if exists[0] != b"0":
+        typ, data = c.fetch("1:*", "(FLAGS BODY.PEEK[HEADER])")
         for item in data:
             if isinstance(item, tuple):
                 flags = re.search(rb"FLAGS \(([^)]*)\)", item[0]).group(1)
