@@ -127,8 +127,8 @@ def test_plaintext_auth_refused_from_a_remote_address(dovecot, sink):
 def test_oversized_message_is_refused(dovecot, sink):
     d = dovecot
     u = d.new_user()
-    big = message(u, addr(u), "<big@x>", body="x" * 998 + "\r\n") * 1
-    big = big + (b"y" * 76 + b"\r\n") * 1000
+    big = message(u, addr(u), "<big@x>",
+                  body="y" * 76 + "\r\n") + (b"y" * 76 + b"\r\n") * 1000
     before = sink.count()
     c = smtp(d, u)
     with pytest.raises(Exception) as e:
@@ -151,10 +151,8 @@ def test_malformed_and_8bit_headers(dovecot, sink):
     code, out = swaks(d, u, addr(u), data=nofrom)
     assert "* 554 5.6.0" in out, out
     # raw 8-bit in a header is passed on and saved as it came
-    eight = message(u, addr(u), "<8bit@x>", subject="Gr\xfc\xdfe".encode(
-        "latin-1").decode("latin-1")).replace(b"Gr\xc3\xbc\xc3\x9fe",
-                                               b"Gr\xfc\xdfe")
-    eight = eight.replace("Grüße".encode("latin-1"), b"Gr\xfc\xdfe")
+    eight = message(u, addr(u), "<8bit@x>", subject="GRUSS").replace(
+        b"GRUSS", b"Gr\xfc\xdfe")
     code, out = swaks(d, u, addr(u), data=eight)
     assert code == 0, out
     sent = imap_sent(d, u)
