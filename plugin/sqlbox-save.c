@@ -32,6 +32,7 @@
 #include "sbx-mailbox.h"
 #include "sbx-msg.h"
 #include "sqlbox-error.h"
+#include "sqlbox-settings.h"
 #include "sqlbox-istream.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
@@ -75,6 +76,9 @@ struct sqlbox_save_context {
 	pool_t pool;
 
 	ARRAY(struct sqlbox_save_mail) mails;
+	/* saves that found their Message-ID in \Sent already: the UIDs of
+	   the copies kept instead (UIDPLUS reports them) */
+	ARRAY_TYPE(seq_range) dedup_uids;
 	/* the mail being saved, its spooling input and the spool itself
 	   (data.output, unless zlib or mail_crypt wrapped it) */
 	struct istream *input;
@@ -299,12 +303,55 @@ static const char *sqlbox_save_get_message_id(struct istream *spool)
 	return value == NULL || *value == '\0' ? NULL : value;
 }
 
+/* The Sent-copy dedup (DESIGN.md section 6): a save into the \Sent
+   special-use mailbox whose Message-ID was saved there within
+   sqlbox_sent_dedup_window is the same message sent twice, once by the
+   submission service and once by the client's own APPEND. Only saves are
+   deduplicated (never COPY, MOVE or a dsync transaction, so replication
+   stays exact), and never a message without a Message-ID. The check runs
+   before the write lock: the two saves of one message follow each other
+   (the client appends after its 250), they do not race. Returns TRUE with
+   *uid_r set to the copy to keep. */
+static bool sqlbox_save_is_sent_duplicate(struct sqlbox_save_context *ctx,
+					  const struct sqlbox_save_mail *smail,
+					  uint32_t *uid_r)
+{
+	struct mailbox *box = &ctx->mbox->box;
+	const struct sqlbox_settings *set =
+		sqlbox_mailbox_get_settings(ctx->mbox);
+	const char *const *uses;
+	int ret;
+
+	if (set->sent_dedup_window_secs == 0 || smail->message_id == NULL ||
+	    ctx->ctx.data.uid != 0 ||
+	    (ctx->ctx.transaction->flags & MAILBOX_TRANSACTION_FLAG_SYNC) != 0)
+		return FALSE;
+	if (box->set == NULL || box->set->special_use == NULL)
+		return FALSE;
+	uses = t_strsplit_spaces(box->set->special_use, " ");
+	if (!str_array_icase_find(uses, "\\Sent"))
+		return FALSE;
+	ret = sbx_msg_lookup_message_id(sqlbox_mailbox_get_db(ctx->mbox),
+		ctx->mbox->mailbox_id, smail->message_id,
+		(int64_t)ioloop_time - set->sent_dedup_window_secs, uid_r);
+	if (ret < 0) {
+		/* a failed lookup only costs the dedup: save the copy */
+		const char *msg;
+
+		(void)sbx_db_last_error(sqlbox_mailbox_get_db(ctx->mbox), &msg);
+		e_error(box->event, "sqlbox: Sent dedup lookup failed: %s", msg);
+		return FALSE;
+	}
+	return ret > 0;
+}
+
 int sqlbox_save_finish(struct mail_save_context *_ctx)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
 	struct sqlbox_save_mail *smail;
 	struct istream *input = NULL, *plain = NULL;
 	const char *message_id;
+	uint32_t dup_uid;
 	bool spool_wrapped;
 
 	if (_ctx->data.output == NULL) {
@@ -361,6 +408,15 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 		message_id = sqlbox_save_get_message_id(spool_wrapped ? plain :
 							smail->input);
 		smail->message_id = p_strdup(ctx->pool, message_id);
+		if (sqlbox_save_is_sent_duplicate(ctx, smail, &dup_uid)) {
+			/* the first copy is kept; this save stores nothing */
+			i_stream_unref(&smail->input);
+			index_storage_save_abort_last(_ctx, smail->seq);
+			array_pop_back(&ctx->mails);
+			if (!array_is_created(&ctx->dedup_uids))
+				p_array_init(&ctx->dedup_uids, ctx->pool, 4);
+			seq_range_array_add(&ctx->dedup_uids, dup_uid);
+		}
 	} else {
 		i_stream_unref(&smail->input);
 		index_storage_save_abort_last(_ctx, smail->seq);
@@ -592,6 +648,31 @@ static int sqlbox_save_uid_cmp(const struct sqlbox_save_uid *a,
 	return a->uid < b->uid ? -1 : (a->uid > b->uid ? 1 : 0);
 }
 
+/* A transaction whose every save was a Sent duplicate stores nothing;
+   UIDPLUS still names the copies kept (APPENDUID). */
+static int sqlbox_save_report_dedup(struct sqlbox_save_context *ctx)
+{
+	struct mailbox_transaction_context *t = ctx->ctx.transaction;
+	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
+	struct sbx_mailbox row;
+	int ret;
+
+	if (!array_is_created(&ctx->dedup_uids))
+		return 0;
+	ret = sbx_mailbox_lookup_id(db, ctx->mbox->mailbox_id, &row);
+	if (ret <= 0) {
+		if (ret == 0)
+			mailbox_set_deleted(&ctx->mbox->box);
+		else
+			sqlbox_set_box_error(&ctx->mbox->box, db);
+		sqlbox_transaction_save_rollback(&ctx->ctx);
+		return -1;
+	}
+	t->changes->uid_validity = row.uidvalidity;
+	seq_range_array_merge(&t->changes->saved_uids, &ctx->dedup_uids);
+	return 0;
+}
+
 int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
@@ -609,7 +690,7 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	int ret;
 
 	if (array_count(&ctx->mails) == 0)
-		return 0;
+		return sqlbox_save_report_dedup(ctx);
 
 	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
 		sqlbox_set_box_error(&mbox->box, db);
@@ -662,6 +743,9 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	if (sbx_tx_commit(db) < 0)
 		goto fail_committed;
 	t->changes->uid_validity = row.uidvalidity;
+	if (array_is_created(&ctx->dedup_uids))
+		seq_range_array_merge(&t->changes->saved_uids,
+				      &ctx->dedup_uids);
 	return 0;
 
 fail:

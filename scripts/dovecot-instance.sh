@@ -33,8 +33,11 @@
 #                       maildir/sdbox oracle instance (default yes)
 #   PORT_BASE           ports are PORT_BASE + the usual port (default 10000):
 #                       IMAP (STARTTLS) +143, IMAPS +993, POP3 (STLS) +110,
-#                       POP3S +995, LMTP +24, submission +587 and
-#                       submissions +465 (not enabled yet)
+#                       POP3S +995, LMTP +24, submission (STARTTLS) +587
+#                       and submissions (implicit TLS) +465
+#   RELAY_PORT          the SMTP relay that submission hands mail to, on
+#                       127.0.0.1 (default PORT_BASE + 25); nothing listens
+#                       there unless the caller starts a relay
 #   USERS               space-separated user:password pairs written by
 #                       `write` (default "alice:alice bob:bob")
 #   EXTRA_CONF          a file whose text is appended to dovecot.conf
@@ -80,6 +83,7 @@ EXTRA_CONF=${EXTRA_CONF:-}
 SQLBOX_DEBUG=${SQLBOX_DEBUG:-0}
 IDLE_CHECK_INTERVAL=${IDLE_CHECK_INTERVAL:-30 secs}
 VSZ_LIMIT=${VSZ_LIMIT:-}
+RELAY_PORT=${RELAY_PORT:-}
 
 # The ports of a written config are the ones that count afterwards.
 if [ "$cmd" != write ] && [ -r "$dir/instance.env" ]; then
@@ -96,6 +100,7 @@ base_dir=$dir/run
 pidfile=$base_dir/master.pid
 log=$dir/log/dovecot.log
 imap_port=$((PORT_BASE + 143))
+RELAY_PORT=${RELAY_PORT:-$((PORT_BASE + 25))}
 
 if [ "$(id -u)" -eq 0 ]; then
 	mail_uid=65534
@@ -223,18 +228,21 @@ link_modules() {
 	for f in "$moduledir"/*.so; do
 		[ -e "$f" ] && ln -s "$f" "$to/"
 	done
-	for f in lib20_sqlbox_plugin.so lib21_sqlbox_lmtp_plugin.so; do
+	for f in lib20_sqlbox_plugin.so lib21_sqlbox_lmtp_plugin.so \
+		lib95_submission_sqlbox_plugin.so; do
 		ln -sf "$SQLBOX_PLUGIN_DIR/$f" "$to/$f"
 	done
 	chmod 755 "$to"
 }
 
 write_config() {
-	local plugins="" lmtp_plugins="" debug=no vsz="" extra=""
+	local plugins="" lmtp_plugins="" submission_plugins="" debug=no vsz="" extra=""
 	if [ "$LOAD_SQLBOX" = yes ]; then
 		plugins=sqlbox
 		# LMTP's 552 5.3.4 for messages over sqlbox_max_message_size
 		lmtp_plugins=sqlbox_lmtp
+		# sender ownership, rate limits, Sent copy, audit (PLUGIN.md)
+		submission_plugins=submission_sqlbox
 		[ -f "$SQLBOX_PLUGIN_DIR/lib20_sqlbox_plugin.so" ] ||
 			echo "dovecot-instance: warning: $SQLBOX_PLUGIN_DIR/lib20_sqlbox_plugin.so does not exist (yet)" >&2
 	fi
@@ -248,6 +256,12 @@ write_config() {
 	mkdir -p "$dir" "$dir/log" "$dir/state" "$dir/home"
 	chmod 0755 "$dir" "$dir/home"
 	chmod 0750 "$dir/log" "$dir/state"
+	# the submission operator database, written by the mail user
+	mkdir -p "$dir/policy"
+	chmod 0700 "$dir/policy"
+	if [ "$(id -u)" -eq 0 ]; then
+		chown "$mail_uid:$mail_gid" "$dir/policy"
+	fi
 	ensure_cert
 	write_passwd
 	check_traversable
@@ -283,7 +297,7 @@ service imap-urlauth-login {
 # Written by scripts/dovecot-instance.sh for $dir; rewritten by
 # 'dovecot-instance.sh write', do not edit. Standalone: nothing from
 # /etc/dovecot is read.
-protocols = imap pop3 lmtp
+protocols = imap pop3 lmtp submission
 listen = 127.0.0.1
 base_dir = $base_dir
 state_dir = $dir/state
@@ -395,20 +409,28 @@ protocol lmtp {
   lmtp_save_to_detail_mailbox = no
   mail_plugins = \$mail_plugins $lmtp_plugins
 }
-# Submission (RFC 6409 587 role with STARTTLS, RFC 8314 465 role with
-# implicit TLS): not enabled yet. When it is, add "submission" to protocols,
-# submission_relay_host etc., and:
-# service submission-login {
-#   inet_listener submission {
-#     address = 127.0.0.1
-#     port = $((PORT_BASE + 587))
-#   }
-#   inet_listener submissions {
-#     address = 127.0.0.1
-#     port = $((PORT_BASE + 465))
-#     ssl = yes
-#   }
-# }
+# Submission: STARTTLS on the 587 role (RFC 6409), implicit TLS on the 465
+# role (RFC 8314). Mail goes to the relay on RELAY_PORT, never anywhere else.
+service submission-login {
+  inet_listener submission {
+    address = 127.0.0.1
+    port = $((PORT_BASE + 587))
+  }
+  inet_listener submissions {
+    address = 127.0.0.1
+    port = $((PORT_BASE + 465))
+    ssl = yes
+  }
+}
+submission_relay_host = 127.0.0.1
+submission_relay_port = $RELAY_PORT
+submission_relay_ssl = no
+protocol submission {
+  mail_plugins = \$mail_plugins $submission_plugins
+}
+plugin {
+  submission_sqlbox_policy_db = $dir/policy/submission.sqlite
+}
 $nonroot
 EOF
 	if [ -n "$extra" ]; then

@@ -24,6 +24,8 @@ packages=(
 	fetchmail getmail6 isync dovecot-sieve
 	# full-text search stacked on sqlbox (tests/integration/test_stacking.py)
 	dovecot-fts-xapian
+	# submission tests: SMTP client and the recording relay sink
+	swaks python3-aiosmtpd
 )
 
 die() {

@@ -328,6 +328,7 @@ static struct sbx_db *sbx_db_alloc(const char *path,
 		if (db->lock_timeout_msecs > INT_MAX)
 			db->lock_timeout_msecs = INT_MAX;
 		db->synchronous = set->synchronous;
+		db->kind = set->kind;
 	}
 	return db;
 }

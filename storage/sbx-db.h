@@ -14,11 +14,19 @@ enum sbx_synchronous {
 	SBX_SYNCHRONOUS_OFF,		/* mail_fsync = never */
 };
 
+/* Which schema a database file holds. */
+enum sbx_db_kind {
+	SBX_DB_KIND_MAIL = 0,	/* a user's mail.sqlite */
+	SBX_DB_KIND_POLICY,	/* the submission operator database */
+};
+
 struct sbx_db_settings {
 	/* How long a write waits for mail.sqlite.lock and SQLite's own lock
 	   before failing with SBX_ERR_BUSY. 0 means the default (30 s). */
 	unsigned int lock_timeout_msecs;
 	enum sbx_synchronous synchronous;
+	/* the schema sbx_db_open() migrates the file to */
+	enum sbx_db_kind kind;
 };
 
 enum sbx_tx_kind {

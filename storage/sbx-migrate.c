@@ -18,6 +18,8 @@
 
 /* "SBOX": PRAGMA application_id of a sqlbox database. */
 #define SBX_APPLICATION_ID INT64_C(0x53424F58)
+/* "SBXP": the submission operator database. */
+#define SBX_POLICY_APPLICATION_ID INT64_C(0x53425850)
 
 struct sbx_migration {
 	int version;
@@ -30,12 +32,47 @@ static const struct sbx_migration sbx_migrations[] = {
 #undef SBX_MIGRATION
 };
 
-#define SBX_MIGRATION_COUNT \
-	((int)(sizeof(sbx_migrations) / sizeof(sbx_migrations[0])))
+static const struct sbx_migration sbx_policy_migrations[] = {
+#define SBX_MIGRATION(version, sql) { version, sql },
+#include "sbx-submit-migrations.def"
+#undef SBX_MIGRATION
+};
+
+/* One kind of database: its migrations and its application_id. */
+struct sbx_schema {
+	const struct sbx_migration *migrations;
+	int count;
+	int64_t application_id;
+};
+
+static const struct sbx_schema sbx_schemas[] = {
+	[SBX_DB_KIND_MAIL] = {
+		sbx_migrations,
+		(int)(sizeof(sbx_migrations) / sizeof(sbx_migrations[0])),
+		SBX_APPLICATION_ID,
+	},
+	[SBX_DB_KIND_POLICY] = {
+		sbx_policy_migrations,
+		(int)(sizeof(sbx_policy_migrations) /
+		      sizeof(sbx_policy_migrations[0])),
+		SBX_POLICY_APPLICATION_ID,
+	},
+};
+
+static const struct sbx_schema *sbx_migrate_schema(struct sbx_db *db)
+{
+	return &sbx_schemas[db->kind == SBX_DB_KIND_POLICY ?
+			    SBX_DB_KIND_POLICY : SBX_DB_KIND_MAIL];
+}
+
+static int sbx_schema_version(const struct sbx_schema *schema)
+{
+	return schema->migrations[schema->count - 1].version;
+}
 
 int sbx_migrate_code_version(void)
 {
-	return sbx_migrations[SBX_MIGRATION_COUNT - 1].version;
+	return sbx_schema_version(&sbx_schemas[SBX_DB_KIND_MAIL]);
 }
 
 static int sbx_migrate_refuse_newer(struct sbx_db *db, int version)
@@ -43,7 +80,7 @@ static int sbx_migrate_refuse_newer(struct sbx_db *db, int version)
 	return sbx_error_set(db, SBX_ERR_CORRUPT,
 		"open database '%s': database schema version %d is newer "
 		"than this sqlbox supports (%d)", db->path, version,
-		sbx_migrate_code_version());
+		sbx_schema_version(sbx_migrate_schema(db)));
 }
 
 /* A file that another application marked as its own is not ours to
@@ -54,7 +91,7 @@ static int sbx_migrate_check_application_id(struct sbx_db *db)
 
 	if (sbx_db_read_application_id(db, &id) < 0)
 		return -1;
-	if (id == 0 || id == SBX_APPLICATION_ID)
+	if (id == 0 || id == sbx_migrate_schema(db)->application_id)
 		return 0;
 	return sbx_error_set(db, SBX_ERR_CORRUPT,
 			     "open database '%s': not a sqlbox database "
@@ -95,7 +132,7 @@ static int sbx_migrate_one(struct sbx_db *db,
 		return -1;
 	if (sbx_db_read_user_version(db, &version) < 0)
 		goto out_rollback;
-	if (version > sbx_migrate_code_version()) {
+	if (version > sbx_schema_version(sbx_migrate_schema(db))) {
 		(void)sbx_migrate_refuse_newer(db, version);
 		goto out_rollback;
 	}
@@ -123,8 +160,10 @@ out_rollback:
 
 int sbx_migrate(struct sbx_db *db)
 {
+	const struct sbx_schema *schema = sbx_migrate_schema(db);
+	const struct sbx_migration *migrations = schema->migrations;
+	const int code_version = sbx_schema_version(schema);
 	int version, i, end;
-	const int code_version = sbx_migrate_code_version();
 
 	if (sbx_db_read_user_version(db, &version) < 0)
 		return -1;
@@ -134,15 +173,14 @@ int sbx_migrate(struct sbx_db *db)
 		return -1;
 	if (sbx_db_prepare_file(db) < 0)
 		return -1;
-	for (i = 0; i < SBX_MIGRATION_COUNT; i = end) {
+	for (i = 0; i < schema->count; i = end) {
 		end = i + 1;
-		while (end < SBX_MIGRATION_COUNT &&
-		       sbx_migrations[end].version == sbx_migrations[i].version)
+		while (end < schema->count &&
+		       migrations[end].version == migrations[i].version)
 			end++;
-		if (sbx_migrations[i].version <= version)
+		if (migrations[i].version <= version)
 			continue;
-		if (sbx_migrate_one(db, &sbx_migrations[i],
-				    &sbx_migrations[end]) < 0)
+		if (sbx_migrate_one(db, &migrations[i], &migrations[end]) < 0)
 			return -1;
 	}
 	if (sbx_db_read_user_version(db, &db->schema_version) < 0)

@@ -258,6 +258,28 @@ int sbx_msg_lookup(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
 	return ret;
 }
 
+int sbx_msg_lookup_message_id(struct sbx_db *db, int64_t mailbox_id,
+			      const char *message_id, int64_t since,
+			      uint32_t *uid_r)
+{
+	sqlite3_stmt *stmt;
+	int ret;
+
+	if (sbx_stmt_get(db, SBX_STMT_MSG_BY_MESSAGE_ID, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_text(db, stmt, 2, message_id) < 0 ||
+	    sbx_bind_int64(db, stmt, 3, since) < 0)
+		ret = -1;
+	else
+		ret = sbx_stmt_step_row(db, stmt, "look up Message-ID in "
+					"mailbox %lld", (long long)mailbox_id);
+	if (ret > 0)
+		*uid_r = sbx_column_u32(stmt, 0);
+	sbx_stmt_put(db, stmt);
+	return ret;
+}
+
 int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
 		      uint64_t since_modseq, struct sbx_msg_iter **iter_r)
 {

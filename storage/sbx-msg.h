@@ -58,6 +58,13 @@ int sbx_msg_append(struct sbx_db *db, int64_t mailbox_id,
 int sbx_msg_lookup(struct sbx_db *db, int64_t mailbox_id, uint32_t uid,
 		   struct sbx_msg *msg_r);
 
+/* The Sent-copy dedup: the UID of the newest message in mailbox_id whose
+   Message-ID is message_id and that was saved at or after since (unix
+   time). Returns 1 with *uid_r set, 0 if there is none, -1 on error. */
+int sbx_msg_lookup_message_id(struct sbx_db *db, int64_t mailbox_id,
+			      const char *message_id, int64_t since,
+			      uint32_t *uid_r);
+
 /* Iterates the messages of a mailbox whose modseq > since_modseq
    (0: all of them) in UID order. The iterator holds a statement: do not
    return to an event loop before deinit. One message iterator per handle

@@ -43,6 +43,7 @@ struct sbx_db {
 	bool lock_held;
 	unsigned int lock_timeout_msecs;
 	enum sbx_synchronous synchronous;
+	enum sbx_db_kind kind;
 	int schema_version;
 
 	/* Transaction state. is_committing is true only while

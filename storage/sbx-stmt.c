@@ -26,6 +26,7 @@ struct sbx_stmt_def {
 static const struct sbx_stmt_def sbx_stmt_defs[SBX_STMT_COUNT] = {
 #define SBX_SQL(id, nparams, text) { #id, text, nparams },
 #include "sbx-sql.def"
+#include "sbx-submit-sql.def"
 #undef SBX_SQL
 };
 

@@ -21,9 +21,13 @@ struct sbx_db;
 enum sbx_stmt_id {
 #define SBX_SQL(id, nparams, text) SBX_STMT_##id,
 #include "sbx-sql.def"
+#include "sbx-submit-sql.def"
 #undef SBX_SQL
 	SBX_STMT_COUNT
 };
+/* The statements of the submission operator database come last; the ones
+   before work on a mail database. */
+#define SBX_STMT_POLICY_FIRST SBX_STMT_POLICY_RATE_SUM_MESSAGES
 
 /* The ID without its prefix ("MSG_INSERT"), the SQL text and the number of
    parameters sbx-sql.def declares for id. */

@@ -36,7 +36,8 @@ PLUGIN_NAME = "lib20_sqlbox_plugin.so"
 
 # Ports relative to the instance's base (scripts/dovecot-instance.sh).
 PORT_OFFSETS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995,
-                "lmtp": 24, "submission": 587, "submissions": 465}
+                "lmtp": 24, "submission": 587, "submissions": 465,
+                "relay": 25}
 
 # Backends: mail_location and whether the sqlbox plugin is loaded. Maildir++
 # (the plain "maildir") refuses '.' in names; "maildir-fs" is the closer

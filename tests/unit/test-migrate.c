@@ -318,9 +318,44 @@ Test(migrate, failed_migration_leaves_the_old_schema_intact)
 	raw_exec(path, "DROP TABLE mailbox_log");
 	cr_assert_eq(sbx_db_open(path, &set, &db), 0, "%s",
 		     (sbx_db_last_error(db, &msg), msg));
-	cr_assert_eq(sbx_db_get_schema_version(db), 1);
+	cr_assert_eq(sbx_db_get_schema_version(db),
+		     sbx_db_code_schema_version());
 	sbx_db_close(&db);
 	read_schema(path, &after);
-	cr_assert_eq(after.user_version, 1);
+	cr_assert_eq(after.user_version, sbx_db_code_schema_version());
 	cr_assert(strstr(after.objects, "table mailbox_log ") != NULL);
+}
+
+/* The same for a later migration: a version 1 file whose mailboxes table
+   already has the column version 2 adds stays a working version 1 file
+   with its data, and opening it says why. */
+Test(migrate, failed_upgrade_leaves_version_1_intact)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct schema_state before, after;
+	struct sbx_db *db;
+	const char *msg;
+
+	fixture_mailbox("Kept");
+	sbx_db_close(&fixture_db);
+	raw_exec(fixture_path,
+		 "DROP TRIGGER expunged_after_delete;"
+		 "PRAGMA user_version = 1;");
+	read_schema(fixture_path, &before);
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
+	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_INTERNAL, "%s", msg);
+	cr_assert(strstr(msg, "to schema version 2: duplicate column name: "
+			 "pruned_modseq") != NULL, "%s", msg);
+	sbx_db_close(&db);
+	read_schema(fixture_path, &after);
+	cr_assert_str_eq(after.objects, before.objects);
+	cr_assert_eq(after.user_version, 1);
+	{
+		sqlite3 *conn;
+
+		cr_assert_eq(sqlite3_open(fixture_path, &conn), SQLITE_OK);
+		cr_assert_eq(raw_int(conn, "SELECT count(*) FROM mailboxes"
+				     " WHERE name = 'Kept'"), 1);
+		sqlite3_close(conn);
+	}
 }

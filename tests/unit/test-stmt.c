@@ -18,7 +18,7 @@ Test(stmt, every_statement_prepares_with_its_declared_parameter_count)
 	sqlite3_stmt *stmt;
 	unsigned int i;
 
-	for (i = 0; i < SBX_STMT_COUNT; i++) {
+	for (i = 0; i < SBX_STMT_POLICY_FIRST; i++) {
 		enum sbx_stmt_id id = (enum sbx_stmt_id)i;
 
 		cr_assert_eq(sbx_stmt_get(fixture_db, id, &stmt), 0,

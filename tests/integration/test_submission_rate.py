@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: MIT
+"""Rate limits of the submission hook: reserved at MAIL and RCPT in one
+write transaction on the operator database, so truly concurrent
+connections (one process each) and pipelined RCPTs cannot overshoot, and
+given back when a transaction does not complete."""
+
+import threading
+
+import pytest
+
+from smtpsink import Sink
+from submissionutil import (SENDERS_CONF, RawSmtp, addr, message,
+                            policy_sql, smtp)
+
+DOVECOT_OPTIONS = {"extra_conf": SENDERS_CONF + """
+plugin {
+  submission_sqlbox_msgs_per_hour = 2
+  submission_sqlbox_max_rcpt_per_msg = 3
+  submission_sqlbox_rcpts_per_day = 5
+}
+"""}
+
+
+@pytest.fixture(scope="module")
+def sink(dovecot):
+    s = Sink(dovecot.port("relay"))
+    s.start()
+    yield s
+    s.stop()
+
+
+def mail_reply(c, user):
+    c.send(b"MAIL FROM:<%s>\r\n" % addr(user).encode())
+    return c.reply()
+
+
+def test_hourly_limit_holds_across_concurrent_connections(dovecot, sink):
+    d = dovecot
+    u = d.new_user()
+    conns = [RawSmtp(d, u) for _ in range(4)]
+    replies = [None] * len(conns)
+    start = threading.Barrier(len(conns))
+
+    def run(i):
+        start.wait()
+        replies[i] = mail_reply(conns[i], u)
+
+    threads = [threading.Thread(target=run, args=(i,))
+               for i in range(len(conns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    codes = sorted(r[0] for r in replies)
+    assert codes == [250, 250, 450, 450], replies
+    for code, text in replies:
+        if code == 450:
+            assert text == ("450 4.7.1 Sending rate limit exceeded "
+                            "(2 messages per hour), try again later")
+    # the transactions that got in end without DATA: their reservations
+    # come back and a new connection gets in
+    for c in conns:
+        c.close()
+    c = RawSmtp(d, u)
+    try:
+        assert mail_reply(c, u)[0] == 250
+        c.send(b"RSET\r\n")
+        assert c.reply()[0] == 250
+    finally:
+        c.close()
+    # two relayed messages use the hour up
+    s = smtp(d, u)
+    for n in range(2):
+        s.sendmail(addr(u), [addr(u)], message(u, addr(u), "<h%d@x>" % n))
+    code, text = s.mail(addr(u))
+    assert code == 450 and b"4.7.1" in text
+    s.close()
+    assert policy_sql(d, "SELECT SUM(messages) FROM rate_bucket"
+                      " WHERE username = ?", [u]) == [[2]]
+
+
+def test_pipelined_rcpts_over_the_cap_get_452(dovecot, sink):
+    d = dovecot
+    u = d.new_user()
+    c = RawSmtp(d, u)
+    try:
+        rcpts = ["r%d@elsewhere.test" % n for n in range(5)]
+        c.send(b"MAIL FROM:<%s>\r\n" % addr(u).encode() +
+               b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts))
+        assert c.reply()[0] == 250
+        replies = [c.reply() for _ in rcpts]
+        assert [r[0] for r in replies] == [250, 250, 250, 452, 452]
+        assert replies[3][1] == ("452 4.5.3 <r3@elsewhere.test> Too many "
+                                 "recipients (limit 3)")
+        c.send(b"RSET\r\n")
+        assert c.reply()[0] == 250
+        # released: the same recipients can be reserved again
+        c.send(b"MAIL FROM:<%s>\r\n" % addr(u).encode() +
+               b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in rcpts[:3]))
+        assert [c.reply()[0] for _ in range(4)] == [250] * 4
+    finally:
+        c.close()
+    assert policy_sql(d, "SELECT SUM(recipients) FROM rate_bucket"
+                      " WHERE username = ?", [u]) == [[0]]
+
+
+def test_daily_recipient_limit_counts_relayed_recipients(dovecot, sink):
+    d = dovecot
+    u = d.new_user()
+    # 3 recipients were relayed earlier today (another bucket)
+    policy_sql(d, "INSERT INTO rate_bucket(username, bucket, recipients)"
+               " VALUES (?, CAST(strftime('%s', 'now') AS INTEGER) / 60"
+               " - 600, 3)", [u])
+    c = RawSmtp(d, u)
+    try:
+        c.send(b"MAIL FROM:<%s>\r\n" % addr(u).encode())
+        assert c.reply()[0] == 250
+        got = []
+        for n in range(3):
+            c.send(b"RCPT TO:<d%d@elsewhere.test>\r\n" % n)
+            got.append(c.reply())
+        assert [g[0] for g in got] == [250, 250, 450], got
+        assert got[2][1] == ("450 4.7.1 <d2@elsewhere.test> Daily recipient "
+                             "limit reached (5 per 24h), try again later")
+    finally:
+        c.close()
