@@ -599,7 +599,7 @@ int sbx_mailbox_rename(struct sbx_db *db, const char *oldname,
 	return sbx_mailbox_create_parents(db, newname);
 }
 
-int sbx_db_modseq_salt(struct sbx_db *db, int64_t *salt_r)
+int sbx_mailbox_modseq_salt(struct sbx_db *db, int64_t *salt_r)
 {
 	sqlite3_stmt *stmt;
 	const unsigned char *guid;
@@ -644,7 +644,7 @@ int sbx_mailbox_modseq_alloc(struct sbx_db *db, int64_t id,
 		return -1;
 	if (sbx_db_modseq_get(db, id, modseq_r) > 0)
 		return 0;
-	if (sbx_db_modseq_salt(db, &salt) < 0)
+	if (sbx_mailbox_modseq_salt(db, &salt) < 0)
 		return -1;
 	if (sbx_stmt_get(db, SBX_STMT_MAILBOX_MODSEQ_ALLOC, &stmt) < 0)
 		return -1;

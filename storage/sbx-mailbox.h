@@ -100,13 +100,14 @@ int sbx_mailbox_has_children(struct sbx_db *db, const char *name);
 
 /* Allocates the MODSEQ for the caller's write transaction on this mailbox:
    the smallest value at least half of SBX_MODSEQ_STEP above highestmodseq
-   that is congruent to the database's salt (sbx_db_modseq_salt()) modulo
-   the step, stored as the new highestmodseq. Calling it again in the same transaction returns the
-   same value. The caller holds an SBX_TX_WRITE transaction. */
+   that is congruent to the database's salt (sbx_mailbox_modseq_salt())
+   modulo the step, stored as the new highestmodseq. Calling it again in
+   the same transaction returns the same value. The caller holds an
+   SBX_TX_WRITE transaction. */
 int sbx_mailbox_modseq_alloc(struct sbx_db *db, int64_t id,
 			     uint64_t *modseq_r);
 /* The database's MODSEQ salt, below SBX_MODSEQ_STEP / 2. */
-int sbx_db_modseq_salt(struct sbx_db *db, int64_t *salt_r);
+int sbx_mailbox_modseq_salt(struct sbx_db *db, int64_t *salt_r);
 
 /* Recomputes the counters (messages, unseen, vsize, psize) of a mailbox
    from its rows. The caller holds an SBX_TX_WRITE transaction. */

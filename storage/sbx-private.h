@@ -66,7 +66,7 @@ struct sbx_db {
 	int tx_pages_at_begin;
 
 	/* Below SBX_MODSEQ_STEP / 2, from the database's db_guid; 0 until
-	   read (sbx_db_modseq_salt()). */
+	   read (sbx_mailbox_modseq_salt()). */
 	uint32_t modseq_salt;
 	bool modseq_salt_known;
 	/* MODSEQs allocated in the current write transaction. */

@@ -453,7 +453,7 @@ static uint64_t modseq_salt(void)
 {
 	int64_t salt;
 
-	cr_assert_eq(sbx_db_modseq_salt(fixture_db, &salt), 0);
+	cr_assert_eq(sbx_mailbox_modseq_salt(fixture_db, &salt), 0);
 	cr_assert_geq(salt, 0);
 	cr_assert_lt(salt, (int64_t)(SBX_MODSEQ_STEP / 2));
 	return (uint64_t)salt;
