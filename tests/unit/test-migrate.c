@@ -163,7 +163,7 @@ Test(migrate, new_database_needs_the_lock_to_migrate)
 	sbx_db_close(&db);
 }
 
-#define RACERS 4
+#define RACERS 5
 
 Test(migrate, processes_opening_a_new_database_at_once_migrate_it_once)
 {
