@@ -76,11 +76,11 @@ container-check: deb container-image
 		$(PODMAN) cp $$cid:$(dovecot_moduledir)/$$f $(CONTAINER_MODULES)/ || \
 			{ $(PODMAN) rm $$cid >/dev/null; exit 1; }; \
 	done; $(PODMAN) rm $$cid >/dev/null
-	SQLBOX_PODMAN='$(PODMAN) $(PODMAN_LIMITS)' \
+	SQLBOX_PODMAN='$(PODMAN)' SQLBOX_PODMAN_RUN='$(PODMAN_LIMITS)' \
 	SQLBOX_CONTAINER_IMAGE=$(CONTAINER_IMAGE) \
 	SQLBOX_CONTAINER_BASE=$(CONTAINER_BASE) SQLBOX_DEB=$(abspath $(DEB)) \
 		$(PYTHON) -m pytest -ra tests/container $(PYTEST_ARGS)
-	SQLBOX_PODMAN='$(PODMAN) $(PODMAN_LIMITS)' \
+	SQLBOX_PODMAN='$(PODMAN)' SQLBOX_PODMAN_RUN='$(PODMAN_LIMITS)' \
 	SQLBOX_CONTAINER=$(CONTAINER_IMAGE) \
 	SQLBOX_BUILD=$(abspath $(CONTAINER_MODULES)) \
 		$(PYTHON) -m pytest -ra tests/integration \

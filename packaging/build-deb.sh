@@ -7,7 +7,8 @@
 #   build-deb.sh BUILD OUTDIR VERSION MAINTAINER
 #
 # The package depends on the Dovecot ABI the modules were built for
-# (/usr/share/dovecot/dovecot-abi) and on the exact dovecot-core version:
+# (/usr/share/dovecot/dovecot-abi) and on the exact dovecot-core version
+# (that of the dovecot-dev headers):
 # Debian's updates change structures under the same ABI string.
 set -euo pipefail
 
@@ -28,8 +29,10 @@ pkg=dovecot-sqlbox
 arch=$(dpkg --print-architecture)
 abi=$(cat /usr/share/dovecot/dovecot-abi 2>/dev/null) ||
 	die "no /usr/share/dovecot/dovecot-abi: install dovecot-dev"
-core=$(dpkg-query -W -f='${Version}' dovecot-core 2>/dev/null) ||
-	die "dovecot-core is not installed"
+# The headers built against are dovecot-dev's; dovecot-core comes from the
+# same source package, in the same version.
+core=$(dpkg-query -W -f='${Version}' dovecot-dev 2>/dev/null) ||
+	die "dovecot-dev is not installed"
 [ -n "$abi" ] && [ -n "$core" ] || die "cannot tell the Dovecot ABI and version"
 case "$version" in
 '' | *[!0-9A-Za-z.+~-]*) die "bad package version '$version'" ;;
