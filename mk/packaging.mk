@@ -16,9 +16,11 @@ DEB = $(DEB_OUT)/dovecot-sqlbox_$(SQLBOX_VERSION)_$(DEB_ARCH).deb
 LINTIAN ?= lintian
 
 # podman as Debian 12 runs it on hosts whose cgroup setup crun refuses, with
-# explicit resource limits (podman's defaults may exceed the host's).
+# explicit resource limits: podman's defaults may exceed what the host
+# grants, and Dovecot raises its own soft limits up to these (RLIMIT_NPROC
+# to the sum of its process limits).
 PODMAN ?= podman --runtime runc
-PODMAN_LIMITS ?= --ulimit nofile=1024:1024 --ulimit nproc=1024:1024
+PODMAN_LIMITS ?= --ulimit nofile=8192:8192 --ulimit nproc=16384:16384
 CONTAINER_BASE ?= localhost/debian:bookworm
 CONTAINER_IMAGE ?= localhost/sqlbox-dovecot:check
 CONTAINER_MODULES = $(BUILD)/container-modules
