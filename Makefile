@@ -88,6 +88,9 @@ help:
 	@echo "make run        build and start the demo Dovecot on loopback"
 	@echo "make stop       stop the demo Dovecot"
 	@echo "make install    install the plugin into $(dovecot_moduledir)"
+	@echo "make uninstall  remove what make install installed"
+	@echo "make deb        build dovecot-sqlbox_*.deb (checked by lintian)"
+	@echo "make container-check  the tests against Dovecot in a podman container"
 	@echo "make clean      remove build/"
 	@echo "V=1 shows commands; WERROR=0 keeps warnings as warnings"
 

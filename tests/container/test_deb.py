@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: MIT
 """The .deb of `make deb` in a clean Debian 12 container (the debootstrap
 base image): `apt-get install ./dovecot-sqlbox_*.deb` (with dovecot-imapd) pulls in the exact
-dovecot-core it was built for; with the snippet enabled as PLUGIN.md
-says, Debian's stock Dovecot serves a system user's mail from sqlbox over
-IMAP;
+dovecot-core it was built for; following PLUGIN.md ("Switching one
+user"), Debian's stock Dovecot moves a system user's mbox mail into sqlbox
+with doveadm backup and serves it over IMAP;
 `dpkg -r` removes every file but the conffile, `dpkg -P` that too."""
 
 import os
@@ -24,12 +24,18 @@ dpkg-query -W -f='${Package} ${Version} ${db:Status-Status}\n' \
 echo "== files"
 dpkg -L dovecot-sqlbox | sort
 echo "== enable"
+# A system user with mail in Debian's default location (mbox).
 useradd -m tester
 echo tester:tester-pw | chpasswd
-sed -E 's/^#(\s*([a-z_]+\s*=|[a-z_ ]+\{\s*$|\}\s*$))/\1/' \
-	/etc/dovecot/conf.d/90-sqlbox.conf >/etc/dovecot/local.conf
-# Debian's stock configuration (PAM, system users), on one loopback port.
-cat >>/etc/dovecot/local.conf <<END
+install -d -o tester -g tester /home/tester/mail
+printf '%%s\n' 'From a@example.org Thu Nov 26 10:00:00 2026' 'Subject: one' \
+	'Message-ID: <one@example.org>' '' 'first' '' \
+	'From b@example.org Thu Nov 26 10:01:00 2026' 'Subject: two' \
+	'Message-ID: <two@example.org>' '' 'second' '' >/var/mail/tester
+chown tester:mail /var/mail/tester
+chmod 0660 /var/mail/tester
+# Only for this test: one loopback port, no TLS.
+cat >/etc/dovecot/local.conf <<END
 listen = 127.0.0.1
 protocols = imap
 ssl = no
@@ -42,15 +48,37 @@ service imap-login {
   }
 }
 END
+# PLUGIN.md, "Switching one user": load the plugin for everyone ...
+sed -i -E -e 's/^#(mail_plugins = )/\1/' -e '/^#protocol lmtp \{/,/^#\}/ s/^#//' \
+	/etc/dovecot/conf.d/90-sqlbox.conf
+cat >/etc/dovecot/conf.d/05-sqlbox-userdb.conf <<END
+userdb {
+  driver = passwd-file
+  args = username_format=%%n /etc/dovecot/sqlbox-users
+}
+END
+touch /etc/dovecot/sqlbox-users
 dovecot
+echo "before: $(doveadm -f flow mailbox status -u tester messages INBOX)"
+# ... copy the user's mail ...
+doveadm kick tester >/dev/null || [ $? -eq 68 ]    # 68: no sessions
+doveadm -o mail_location=sqlbox:/home/tester/sqlbox -o mailbox_list_index=no \
+	backup -R -u tester mbox:/home/tester/mail:INBOX=/var/mail/tester
+# ... and switch them.
+getent passwd tester | awk -F: '{ printf "%%s::%%s:%%s::%%s::", $1, $3, $4, $6 }
+	END { print "userdb_mail=sqlbox:~/sqlbox userdb_mailbox_list_index=no" }' \
+	>>/etc/dovecot/sqlbox-users
+sleep 1.1
+doveadm user -f mail tester
 doveadm mailbox create -u tester Work
 exec 3<>/dev/tcp/127.0.0.1/%(port)d
-printf 'a LOGIN tester tester-pw\r\nb LIST "" "*"\r\nc LOGOUT\r\n' >&3
+printf 'a LOGIN tester tester-pw\r\nb LIST "" "*"\r\nc SELECT INBOX\r\nd FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\ne LOGOUT\r\n' >&3
 tr -d '\r' <&3
 exec 3<&-
 ls -l /home/tester/sqlbox/mail.sqlite
 doveadm stop
-rm /etc/dovecot/local.conf
+rm /etc/dovecot/local.conf /etc/dovecot/conf.d/05-sqlbox-userdb.conf \
+	/etc/dovecot/sqlbox-users
 echo "== removed"
 dpkg -r dovecot-sqlbox >/dev/null
 dpkg-query -W -f='${db:Status-Status}\n' dovecot-sqlbox
@@ -105,10 +133,15 @@ def test_deb_installs_serves_and_removes_cleanly():
               "/usr/share/doc/dovecot-sqlbox/copyright"):
         assert f in files, out
     enable = s["enable"]
+    assert "before: INBOX messages=2" in enable, out
+    assert "sqlbox:~/sqlbox" in enable, out
     assert any(line.startswith("a OK ") and line.endswith("Logged in")
                for line in enable), out
     assert '* LIST (\\HasNoChildren) "/" Work' in enable, out
     assert '* LIST (\\HasNoChildren) "/" INBOX' in enable, out
+    assert "* 2 EXISTS" in enable, out
+    assert [line for line in enable if line.startswith("Subject:")] == [
+        "Subject: one", "Subject: two"], out
     assert any(line.endswith("/home/tester/sqlbox/mail.sqlite")
                for line in enable), out
     # dpkg -r keeps conffiles (Debian policy 10.7.3); purge removes them.

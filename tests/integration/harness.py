@@ -314,9 +314,16 @@ class DovecotInstance:
             args, 1, logs.stdout, logs.stderr + self.log_text())
 
     def _container_stop(self):
+        """TERM to the master only, as the script does (`podman stop` would
+        signal every process of a container without its own pid namespace
+        at once), then waits for it to exit."""
         if self._container_name is None:
             return
-        self._podman("stop", "-t", "30", self._container_name)
+        self._podman("kill", "--signal", "TERM", self._container_name)
+        try:
+            self._podman("wait", self._container_name, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
         self._podman("rm", "-f", self._container_name)
         self._container_name = None
 
