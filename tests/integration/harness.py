@@ -288,12 +288,15 @@ class DovecotInstance:
         CompletedProcess like _script("start")."""
         name = "sqlbox-test-%d-%d" % (os.getpid(), self.port_base)
         self._podman("rm", "-f", name)
+        # The plugin directory may hold links into the build directory.
+        mounts = ["-v", "%s:%s" % (self.dir, self.dir)]
+        for d in sorted({str(self.plugin_dir), str(build_dir())}):
+            mounts += ["-v", "%s:%s:ro" % (d, d)]
         args = (["run", "-d", "--name", name, "--network=host",
                  "--pid=host"] +
                 shlex.split(os.environ.get("SQLBOX_PODMAN_RUN", "")) +
-                ["-v", "%s:%s" % (self.dir, self.dir),
-                 "-v", "%s:%s:ro" % (self.plugin_dir, self.plugin_dir),
-                 "-e", "DOVECOT_CONF=%s" % self.conf, self.container])
+                mounts + ["-e", "DOVECOT_CONF=%s" % self.conf,
+                          self.container])
         p = self._podman(*args)
         if p.returncode != 0:
             return p
