@@ -9,8 +9,10 @@ uninstall leaves nothing behind (in the system: the module directory and
 conf.d are as they were). An edited snippet survives install and
 uninstall.
 
-The system part installs into /usr/lib/dovecot/modules for a few seconds
-and always uninstalls; it refuses to start when sqlbox is already there.
+The system part (root only) installs into /usr/lib/dovecot/modules for a
+few seconds and always uninstalls. When one of its files is already there
+(test_doveadm_sqlbox.py of another run links the doveadm module for a
+while), it waits up to two minutes, then fails without touching anything.
 """
 
 import filecmp
