@@ -88,6 +88,9 @@ help:
 	@echo "make run        build and start the demo Dovecot on loopback"
 	@echo "make stop       stop the demo Dovecot"
 	@echo "make install    install the plugin into $(dovecot_moduledir)"
+	@echo "make uninstall  remove what make install installed"
+	@echo "make deb        build dovecot-sqlbox_*.deb (checked by lintian)"
+	@echo "make container-check  the tests against Dovecot in a podman container"
 	@echo "make clean      remove build/"
 	@echo "V=1 shows commands; WERROR=0 keeps warnings as warnings"
 
@@ -154,18 +157,44 @@ run: $(PLUGINS)
 stop:
 	scripts/demo.sh stop
 
+# Installs the modules and the commented snippet. An existing snippet is
+# kept (it may hold the operator's settings); uninstall removes it only when
+# it is still the one shipped. Directories made under a DESTDIR go again.
+SNIPPET_DIR ?= /etc/dovecot/conf.d
+INSTALLED = $(dovecot_moduledir)/lib20_sqlbox_plugin.so \
+	$(dovecot_moduledir)/lib21_sqlbox_lmtp_plugin.so \
+	$(dovecot_moduledir)/doveadm/lib10_doveadm_sqlbox_plugin.so
+
 install: $(PLUGINS)
+	@test -n "$(dovecot_moduledir)" || \
+		{ echo "no dovecot_moduledir in $(DOVECOT_CONFIG): install dovecot-dev"; exit 1; }
 	install -d $(DESTDIR)$(dovecot_moduledir) $(DESTDIR)$(dovecot_moduledir)/doveadm
 	install -m 0644 $(PLUGIN_SO) $(LMTP_PLUGIN_SO) $(DESTDIR)$(dovecot_moduledir)/
 	install -m 0644 $(DOVEADM_PLUGIN_SO) $(DESTDIR)$(dovecot_moduledir)/doveadm/
-	install -d $(DESTDIR)/etc/dovecot/conf.d
-	install -m 0644 packaging/90-sqlbox.conf $(DESTDIR)/etc/dovecot/conf.d/
+	install -d $(DESTDIR)$(SNIPPET_DIR)
+	@if [ -e $(DESTDIR)$(SNIPPET_DIR)/90-sqlbox.conf ]; then \
+		echo "keeping $(DESTDIR)$(SNIPPET_DIR)/90-sqlbox.conf"; \
+	else \
+		echo "install -m 0644 packaging/90-sqlbox.conf $(DESTDIR)$(SNIPPET_DIR)/"; \
+		install -m 0644 packaging/90-sqlbox.conf $(DESTDIR)$(SNIPPET_DIR)/; \
+	fi
 
 uninstall:
-	rm -f $(DESTDIR)$(dovecot_moduledir)/lib20_sqlbox_plugin.so
-	rm -f $(DESTDIR)$(dovecot_moduledir)/lib21_sqlbox_lmtp_plugin.so
-	rm -f $(DESTDIR)$(dovecot_moduledir)/doveadm/lib10_doveadm_sqlbox_plugin.so
-	rm -f $(DESTDIR)/etc/dovecot/conf.d/90-sqlbox.conf
+	@test -n "$(dovecot_moduledir)" || \
+		{ echo "no dovecot_moduledir in $(DOVECOT_CONFIG)"; exit 1; }
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	@conf=$(DESTDIR)$(SNIPPET_DIR)/90-sqlbox.conf; \
+	if [ -e $$conf ] && ! cmp -s $$conf packaging/90-sqlbox.conf; then \
+		echo "keeping $$conf: it was changed"; \
+	else \
+		echo "rm -f $$conf"; rm -f $$conf; \
+	fi
+	@if [ -n "$(DESTDIR)" ]; then \
+		for d in $(SNIPPET_DIR) $(dovecot_moduledir)/doveadm; do \
+			while [ "$$d" != / ] && [ -d "$(DESTDIR)$$d" ] && \
+				rmdir "$(DESTDIR)$$d" 2>/dev/null; do d=$$(dirname $$d); done; \
+		done; \
+	fi
 
 format:
 	clang-format -i storage/*.[ch] plugin/*.[ch] tests/unit/*.[ch]

@@ -20,8 +20,8 @@ message saying so: nothing is skipped.
 
 import pytest
 
-from harness import (DovecotInstance, InstanceError, backend_under_test,
-                     build_dir)
+from harness import (CONTAINER_IMAGE, DovecotInstance, InstanceError,
+                     backend_under_test, build_dir)
 
 INSTANCE_FIXTURES = ("dovecot", "oracle", "sdbox_oracle")
 
@@ -33,8 +33,10 @@ def pytest_configure(config):
 
 
 def pytest_report_header(config):
-    return ["sqlbox integration: backend %s, plugin dir %s" % (
-        backend_under_test(), build_dir())]
+    return ["sqlbox integration: backend %s, plugin dir %s%s" % (
+        backend_under_test(), build_dir(),
+        ", Dovecot in container %s" % CONTAINER_IMAGE
+        if CONTAINER_IMAGE else "")]
 
 
 def _start(backend, **options):

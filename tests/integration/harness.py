@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import smtplib
 import socket
@@ -52,6 +53,14 @@ BACKENDS = {
 LOG_PROBLEM = re.compile(r": (Error|Panic|Fatal): ")
 
 _used_bases = set()
+
+# SQLBOX_CONTAINER=IMAGE runs every instance's Dovecot in a container of
+# IMAGE (the Containerfile's; `make container-check`) instead of on this
+# machine. The instance's directory and the plugin directory are mounted at
+# the same paths and the container shares the host's network and pids, so
+# ports, files, sockets, pids and the log stay where the tests look.
+# SQLBOX_PODMAN is the podman command, SQLBOX_PODMAN_RUN extra run options.
+CONTAINER_IMAGE = os.environ.get("SQLBOX_CONTAINER") or None
 
 
 def build_dir():
@@ -127,7 +136,7 @@ class DovecotInstance:
 
     def __init__(self, backend="sqlbox", plugin_dir=None, extra_conf=None,
                  idle_check_interval=None, vsz_limit=None, debug=None,
-                 env=None, keep=None, user_pool=60):
+                 env=None, keep=None, user_pool=60, local=False):
         if backend not in BACKENDS:
             raise ValueError("unknown backend %r" % backend)
         self.backend = backend
@@ -157,6 +166,9 @@ class DovecotInstance:
         self._users = {u: "pw-" + u for u in self._pool}
         self._clients = []
         self._ssl_ctx = None
+        # local: on this machine even when SQLBOX_CONTAINER is set.
+        self.container = None if local else CONTAINER_IMAGE
+        self._container_name = None
 
     # -- properties ---------------------------------------------------------
 
@@ -232,7 +244,10 @@ class DovecotInstance:
             if self.port_base is None:
                 self.port_base = pick_port_base()
                 self.write()
-            p = self._script("start", check=False)
+            if self.container:
+                p = self._container_start()
+            else:
+                p = self._script("start", check=False)
             if p.returncode == 0:
                 self.running = True
                 return
@@ -244,7 +259,10 @@ class DovecotInstance:
 
     def stop(self):
         self.close_clients()
-        self._script("stop")
+        if self.container:
+            self._container_stop()
+        else:
+            self._script("stop")
         self.running = False
 
     def restart(self):
@@ -252,7 +270,66 @@ class DovecotInstance:
         self.start()
 
     def status(self):
+        if self.container:
+            return self._container_name is not None and self._podman(
+                "inspect", "-f", "{{.State.Running}}",
+                self._container_name).stdout.strip() == "true"
         return self._script("status", check=False).returncode == 0
+
+    # -- Dovecot in a container (SQLBOX_CONTAINER) ----------------------------
+
+    def _podman(self, *args, timeout=120):
+        cmd = shlex.split(os.environ.get("SQLBOX_PODMAN", "podman"))
+        return subprocess.run(cmd + [str(a) for a in args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, timeout=timeout)
+
+    def _container_start(self):
+        """Runs this instance's dovecot.conf in a container; returns a
+        CompletedProcess like _script("start")."""
+        name = "sqlbox-test-%d-%d" % (os.getpid(), self.port_base)
+        self._podman("rm", "-f", name)
+        # The plugin directory may hold links into the build directory.
+        mounts = ["-v", "%s:%s" % (self.dir, self.dir)]
+        for d in sorted({str(self.plugin_dir), str(build_dir())}):
+            mounts += ["-v", "%s:%s:ro" % (d, d)]
+        args = (["run", "-d", "--name", name, "--network=host",
+                 "--pid=host"] +
+                shlex.split(os.environ.get("SQLBOX_PODMAN_RUN", "")) +
+                mounts + ["-e", "DOVECOT_CONF=%s" % self.conf,
+                          self.container])
+        p = self._podman(*args)
+        if p.returncode != 0:
+            return p
+        self._container_name = name
+        pidfile = self.dir / "run" / "master.pid"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port("imap"))) == 0 \
+                        and pidfile.exists():
+                    return p
+            if not self.status():
+                break
+            time.sleep(0.1)
+        logs = self._podman("logs", name)
+        self._container_stop()
+        return subprocess.CompletedProcess(
+            args, 1, logs.stdout, logs.stderr + self.log_text())
+
+    def _container_stop(self):
+        """TERM to the master only, as the script does (`podman stop` would
+        signal every process of a container without its own pid namespace
+        at once), then waits for it to exit."""
+        if self._container_name is None:
+            return
+        self._podman("kill", "--signal", "TERM", self._container_name)
+        try:
+            self._podman("wait", self._container_name, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        self._podman("rm", "-f", self._container_name)
+        self._container_name = None
 
     def close(self):
         """Stops the instance and removes its directory (kept with
