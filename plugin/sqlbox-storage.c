@@ -142,6 +142,10 @@ static int sqlbox_mailbox_open(struct mailbox *box)
 	memcpy(mbox->guid, row.guid, sizeof(mbox->guid));
 	mbox->pulled_modseq = 0;
 	mbox->need_full_import = FALSE;
+	/* saving needs no import: opening stays cheap however large the
+	   folder (each APPEND to an unselected folder and each delivery
+	   opens it) */
+	mbox->saveonly = (box->flags & MAILBOX_FLAG_SAVEONLY) != 0;
 
 	if (index_storage_mailbox_alloc_index(box) < 0)
 		return -1;
@@ -294,11 +298,30 @@ sqlbox_mailbox_get_open_status(struct mailbox *box,
 {
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
 
+	struct sbx_mailbox row;
+	int ret;
+
 	if (index_storage_get_status(box, items, status_r) < 0)
 		return -1;
 	if ((items & STATUS_HIGHESTMODSEQ) != 0 && box->opened) {
 		status_r->nonpermanent_modseqs = FALSE;
 		status_r->highest_modseq = I_MAX(mbox->pulled_modseq, 1);
+	}
+	if (box->opened && mbox->saveonly) {
+		/* the index holds only this session's saves */
+		ret = sqlbox_mailbox_lookup(mbox, &row);
+		if (ret == 0) {
+			mail_storage_set_error(box->storage, MAIL_ERROR_NOTFOUND,
+				T_MAIL_ERR_MAILBOX_NOT_FOUND(box->vname));
+		}
+		if (ret <= 0)
+			return -1;
+		status_r->messages = row.messages;
+		status_r->unseen = row.unseen;
+		status_r->uidnext = row.uidnext;
+		status_r->highest_modseq = I_MAX(row.highestmodseq, 1);
+		status_r->recent = 0;
+		status_r->first_unseen_seq = 0;
 	}
 	return 0;
 }

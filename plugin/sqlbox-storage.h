@@ -40,6 +40,11 @@ struct sqlbox_mailbox {
 	/* A push failed after the index already had the changes: the next
 	   sync resets the index and imports everything again. */
 	bool need_full_import:1;
+	/* Opened only to save (APPEND, COPY and MOVE targets, LMTP, LDA,
+	   doveadm save): the index holds no earlier messages, only SQL's
+	   UIDVALIDITY and UIDNEXT and what this mailbox saved; counters come
+	   from SQL. A sync that needs the messages imports them all. */
+	bool saveonly:1;
 };
 
 #define SQLBOX_LIST(l) (container_of(l, struct sqlbox_mailbox_list, list))

@@ -658,6 +658,18 @@ static int sqlbox_sync_pull(struct sqlbox_sync_context *ctx)
 	mbox->uidvalidity = row.uidvalidity;
 	ctx->next_uid = ctx->reset ? 1 : hdr->next_uid;
 
+	if (mbox->saveonly && !ctx->reset) {
+		/* saving needs only UIDVALIDITY and UIDNEXT */
+		sqlbox_sync_update_header(ctx, hdr, &row);
+		if (mail_index_modseq_get_highest(ctx->sync_view) <
+		    row.highestmodseq) {
+			mail_index_update_highest_modseq(ctx->trans,
+							 row.highestmodseq);
+		}
+		mbox->pulled_modseq = row.highestmodseq;
+		return 1;
+	}
+
 	if (ctx->reset || (mbox->pulled_modseq == 0 &&
 			   mail_index_view_get_messages_count(ctx->sync_view) == 0)) {
 		/* an empty index: import every row */
@@ -883,17 +895,25 @@ sqlbox_mailbox_sync_init(struct mailbox *box, enum mailbox_sync_flags flags)
 {
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
 	enum sqlbox_sync_flags sync_flags = 0;
-	bool failed = FALSE;
+	bool failed = FALSE, want_sync;
 
 	if (!box->opened && mailbox_open(box) < 0)
 		failed = TRUE;
+	want_sync = !failed && index_mailbox_want_full_sync(box, flags);
+	if (!failed && mbox->saveonly &&
+	    ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0 || want_sync)) {
+		/* a save-only mailbox asked for its messages: import them
+		   all (saving again later keeps them current) */
+		mbox->saveonly = FALSE;
+		mbox->need_full_import = TRUE;
+	}
 	if ((flags & MAILBOX_SYNC_FLAG_FORCE_RESYNC) != 0) {
 		sync_flags |= SQLBOX_SYNC_FLAG_FULL;
 		if (!failed && sqlbox_sync_recount(mbox) < 0)
 			failed = TRUE;
 	}
 	if (!failed && (sync_flags != 0 || mbox->need_full_import ||
-			index_mailbox_want_full_sync(box, flags))) {
+			want_sync)) {
 		if (sqlbox_sync(mbox, sync_flags) < 0)
 			failed = TRUE;
 	}
