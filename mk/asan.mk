@@ -2,8 +2,10 @@
 # make asan: libsbx, the plugins and the unit tests built with ASan and
 # UBSan into build/asan, then the unit and integration suites with Dovecot
 # loading the instrumented plugins. Dovecot's binaries are not instrumented:
-# the ASan runtime is preloaded into every process of the run (Dovecot's
-# own through import_environment, see tests/sanitizers/asan.conf.in), every
+# the ASan runtime is preloaded into Dovecot's processes through wrappers
+# for dovecot, doveadm and dovecot-lda put first in PATH (build/asan/bin;
+# the master passes it on through import_environment, see
+# tests/sanitizers/asan.conf.in), never into the test driver; every
 # report goes to a log folder, and scripts/sanitizer-reports.py fails the
 # run on any sanitizer error and on any leak whose stack passes through
 # sqlbox. tests/sanitizers/lsan.supp hides leaks of Dovecot's own. Leaks
@@ -20,7 +22,8 @@ ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all \
 	-fno-omit-frame-pointer
 ASAN_RUNTIME := $(shell $(CC) -print-file-name=libasan.so)
 ASAN_LOGS = $(abspath $(ASAN_BUILD))/asan-integration
-ASAN_ENV = LD_PRELOAD=$(ASAN_RUNTIME) \
+ASAN_ENV = PATH=$(abspath $(ASAN_BUILD))/bin:$$PATH \
+	SQLBOX_LDA=$(abspath $(ASAN_BUILD))/bin/dovecot-lda \
 	ASAN_OPTIONS=log_path=$(ASAN_LOGS)/asan:detect_leaks=1:exitcode=0:abort_on_error=0:fast_unwind_on_malloc=0 \
 	LSAN_OPTIONS=suppressions=$(abspath tests/sanitizers/lsan.supp):print_suppressions=0 \
 	UBSAN_OPTIONS=log_path=$(ASAN_LOGS)/ubsan:print_stacktrace=1:halt_on_error=1 \
@@ -43,6 +46,11 @@ asan-integration: asan-build
 	@rm -rf $(ASAN_LOGS) && mkdir -p $(ASAN_LOGS) && chmod 1777 $(ASAN_LOGS)
 	sed 's|@ASAN_RUNTIME@|$(ASAN_RUNTIME)|' tests/sanitizers/asan.conf.in \
 		>$(ASAN_BUILD)/asan.conf
+	@mkdir -p $(ASAN_BUILD)/bin
+	@for p in /usr/sbin/dovecot /usr/bin/doveadm /usr/lib/dovecot/dovecot-lda; do \
+		printf '#!/bin/sh\nLD_PRELOAD=%s exec %s "$$@"\n' \
+			$(ASAN_RUNTIME) $$p >$(ASAN_BUILD)/bin/$${p##*/}; \
+		chmod 0755 $(ASAN_BUILD)/bin/$${p##*/}; done
 	$(ASAN_ENV) SQLBOX_BUILD=$(abspath $(ASAN_BUILD)) \
 		$(PYTHON) -m pytest -ra -p no:cacheprovider \
 		$(or $(PYTEST_ARGS),tests/integration) ; \
