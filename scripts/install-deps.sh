@@ -22,6 +22,8 @@ packages=(
 	ca-certificates
 	# POP3 clients of tests/integration/test_pop3_clients.py
 	fetchmail getmail6 isync dovecot-sieve
+	# libFuzzer targets (make fuzz, the short run in make check)
+	clang libclang-rt-14-dev
 )
 
 die() {
