@@ -110,6 +110,10 @@ void fuzz_expect_ok_or_refused(int ret, const char *what)
 
 	if (ret >= 0)
 		return;
+	if (getenv("FUZZ_VERBOSE") != NULL) {
+		(void)sbx_db_last_error(fuzz_db(), &msg);
+		fprintf(stderr, "fuzz: %s refused: %s\n", what, msg);
+	}
 	switch (sbx_db_last_error(fuzz_db(), &msg)) {
 	case SBX_ERR_INVALID:
 	case SBX_ERR_EXISTS:

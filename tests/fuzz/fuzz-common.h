@@ -27,7 +27,8 @@ void fuzz_rollback(void);
 void fuzz_fail(const char *what) __attribute__((noreturn));
 /* Fails unless the call's result is one of the expected outcomes: 0, or
    -1 with a cause that is bad input rather than a bug (INVALID, EXISTS,
-   NOTFOUND, LIMIT). */
+   NOTFOUND, LIMIT). FUZZ_VERBOSE=1 in the environment prints each
+   refusal. */
 void fuzz_expect_ok_or_refused(int ret, const char *what);
 
 #endif
