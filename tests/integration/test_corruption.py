@@ -4,7 +4,8 @@ clear error and loses nothing).
 
 A user's mail.sqlite is replaced by something that is not a sqlbox
 database of this version: random bytes, zeros, a truncated copy, a file
-that is not SQLite at all, a database claiming a newer schema. Each time
+that is not SQLite at all, another program's SQLite database, a database
+claiming a newer schema. Each time
 Dovecot logs one error naming the file, the client gets a temporary
 failure instead of a crash or a silently empty mailbox, the file's bytes
 stay as they were, and `doveadm sqlbox check` says what is wrong. A stale
@@ -120,7 +121,20 @@ def real_db(dovecot, user):
     return dovecot.db_path(user).read_bytes()
 
 
+def foreign_sqlite(db):
+    """A SQLite database of some other program (no application_id, like
+    most): a valid file, but not ours to add tables to."""
+    import sqlite3
+    other = sqlite3.connect(":memory:")
+    other.executescript("CREATE TABLE notes(t TEXT);"
+                        "INSERT INTO notes VALUES ('not mail');")
+    data = other.serialize()
+    other.close()
+    return data
+
+
 DAMAGE = {
+    "foreign_sqlite": foreign_sqlite,
     "random": lambda db: random_bytes(len(db)),
     "zeroed": lambda db: b"\0" * len(db),
     "not_sqlite": lambda db: b"From: someone\r\n\r\nthis is an mbox\r\n" * 50,

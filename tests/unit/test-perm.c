@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* Who may open a database, and the modes of the files a new one gets. */
+/* Who may open a database (its owner, and only a sqlbox database), and
+   the modes of the files a new one gets. */
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <criterion/criterion.h>
+#include <sqlite3.h>
 
 #include "sbx-db.h"
 #include "fixture.h"
@@ -53,6 +55,30 @@ Test(perm, database_of_another_user_is_refused_untouched)
 	cr_assert(strstr(msg, "owned by uid 65534") != NULL, "%s", msg);
 	sbx_db_close(&db);
 	cr_assert_eq(stat(fixture_path, &after), 0);
+	cr_assert_eq(after.st_size, before.st_size);
+	cr_assert_eq(after.st_mtime, before.st_mtime);
+}
+
+Test(perm, database_of_another_program_is_refused_untouched)
+{
+	struct sbx_db_settings set = fixture_settings();
+	const char *path = fixture_file("other.sqlite");
+	struct stat before, after;
+	struct sbx_db *db;
+	sqlite3 *other;
+	const char *msg;
+
+	cr_assert_eq(sqlite3_open(path, &other), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(other, "CREATE TABLE notes(t TEXT);"
+				  "INSERT INTO notes VALUES('mine');",
+				  NULL, NULL, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_close(other), SQLITE_OK);
+	cr_assert_eq(stat(path, &before), 0);
+	cr_assert_eq(sbx_db_open(path, &set, &db), -1);
+	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_CORRUPT, "%s", msg);
+	cr_assert(strstr(msg, "not a sqlbox database") != NULL, "%s", msg);
+	sbx_db_close(&db);
+	cr_assert_eq(stat(path, &after), 0);
 	cr_assert_eq(after.st_size, before.st_size);
 	cr_assert_eq(after.st_mtime, before.st_mtime);
 }
