@@ -12,6 +12,9 @@
 # never change a process's exit status (exitcode=0): the logs decide. A
 # process that cannot be stopped for the leak check (Dovecot's login
 # processes are not dumpable) logs a fatal LeakSanitizer error, ignored.
+# The run has a mount namespace of its own in which Dovecot's doveadm
+# module directory is a private copy: the tests link the instrumented
+# doveadm module there, and no other doveadm on the machine may see it.
 # GDB=1 keeps Dovecot from unloading the plugins at exit, so that leak
 # stacks still name their frames.
 # PYTEST_ARGS narrows the integration run, e.g.
@@ -52,6 +55,8 @@ asan-integration: asan-build
 			$(ASAN_RUNTIME) $$p >$(ASAN_BUILD)/bin/$${p##*/}; \
 		chmod 0755 $(ASAN_BUILD)/bin/$${p##*/}; done
 	$(ASAN_ENV) SQLBOX_BUILD=$(abspath $(ASAN_BUILD)) \
+		unshare -m tests/sanitizers/private-doveadm-modules.sh \
+		$(dovecot_moduledir)/doveadm $(abspath $(ASAN_BUILD))/doveadm-modules \
 		$(PYTHON) -m pytest -ra -p no:cacheprovider \
 		$(or $(PYTEST_ARGS),tests/integration) ; \
 		rc=$$?; $(PYTHON) scripts/sanitizer-reports.py asan $(ASAN_LOGS) \
