@@ -48,8 +48,8 @@ $(FUZZ_BUILD)/make-seed: tests/fuzz/make-seed.c $(FUZZ_LIBSBX)
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SANITIZE) -o $@ $< \
 		$(FUZZ_LIBSBX) $(SQLITE_LIBS) $(CRYPTO_LIBS)
 
-# Real databases for fuzz-open: the current schema, and the same file
-# claiming a schema newer than this code knows.
+# Real databases for fuzz-open: the current schema, the same file claiming
+# a schema newer than this code knows, and another program's database.
 fuzz-seeds: $(FUZZ_BUILD)/make-seed
 	@rm -rf $(FUZZ_BUILD)/seed && mkdir -p $(FUZZ_BUILD)/seed \
 		$(FUZZ_BUILD)/corpus/fuzz-open
@@ -58,6 +58,10 @@ fuzz-seeds: $(FUZZ_BUILD)/make-seed
 		'PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;' >/dev/null
 	$(Q)cp $(FUZZ_BUILD)/seed/current.sqlite $(FUZZ_BUILD)/seed/newer.sqlite
 	$(Q)sqlite3 $(FUZZ_BUILD)/seed/newer.sqlite 'PRAGMA user_version=9999;'
+	$(Q)sqlite3 $(FUZZ_BUILD)/seed/foreign.sqlite \
+		"CREATE TABLE notes(t TEXT); INSERT INTO notes VALUES ('x');"
+	$(Q)cp $(FUZZ_BUILD)/seed/foreign.sqlite \
+		$(FUZZ_BUILD)/corpus/fuzz-open/seed-foreign.sqlite
 	$(Q)cp $(FUZZ_BUILD)/seed/current.sqlite \
 		$(FUZZ_BUILD)/corpus/fuzz-open/seed-current.sqlite
 	$(Q)cp $(FUZZ_BUILD)/seed/newer.sqlite \
