@@ -41,6 +41,8 @@
 #   USERS               space-separated user:password pairs written by
 #                       `write` (default "alice:alice bob:bob")
 #   EXTRA_CONF          a file whose text is appended to dovecot.conf
+#   TOOL_CONF           a second such file, appended last, for runs of the
+#                       whole suite under a tool (mk/asan.mk, mk/valgrind.mk)
 #   SQLBOX_DEBUG        1 turns on mail_debug and auth_debug (default off)
 #   IDLE_CHECK_INTERVAL mailbox_idle_check_interval (default "30 secs")
 #   VSZ_LIMIT           default_vsz_limit, e.g. 0 for ASan (default: unset,
@@ -80,6 +82,7 @@ LOAD_SQLBOX=${LOAD_SQLBOX:-yes}
 PORT_BASE=${PORT_BASE:-10000}
 USERS=${USERS-alice:alice bob:bob}
 EXTRA_CONF=${EXTRA_CONF:-}
+TOOL_CONF=${TOOL_CONF:-}
 SQLBOX_DEBUG=${SQLBOX_DEBUG:-0}
 IDLE_CHECK_INTERVAL=${IDLE_CHECK_INTERVAL:-30 secs}
 VSZ_LIMIT=${VSZ_LIMIT:-}
@@ -435,6 +438,10 @@ $nonroot
 EOF
 	if [ -n "$extra" ]; then
 		printf '\n# --- EXTRA_CONF %s ---\n%s\n' "$EXTRA_CONF" "$extra" >>"$conf.tmp"
+	fi
+	if [ -n "$TOOL_CONF" ]; then
+		[ -r "$TOOL_CONF" ] || die "TOOL_CONF $TOOL_CONF is not readable"
+		printf '\n# --- TOOL_CONF %s ---\n%s\n' "$TOOL_CONF" "$(cat "$TOOL_CONF")" >>"$conf.tmp"
 	fi
 	chmod 0644 "$conf.tmp"
 	mv "$conf.tmp" "$conf"

@@ -26,6 +26,8 @@ packages=(
 	dovecot-fts-xapian
 	# submission tests: SMTP client and the recording relay sink
 	swaks python3-aiosmtpd
+	# libFuzzer targets (make fuzz, the short run in make check)
+	clang libclang-rt-14-dev
 )
 
 die() {

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -403,12 +404,50 @@ static int sbx_db_configure(struct sbx_db *db)
 	return 0;
 }
 
+/* Creates the file 0600 if it is missing (SQLite would make it 0644 less
+   the umask; its -wal and -shm copy the file's mode) and refuses a file
+   that is not a regular file or belongs to another user: never open
+   someone else's mail. */
+static int sbx_db_check_file(struct sbx_db *db)
+{
+	struct stat st;
+	int fd;
+
+	fd = open(db->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (fd < 0) {
+		/* SQLite's own open fails the same way and says so. */
+		return 0;
+	}
+	if (fstat(fd, &st) < 0) {
+		int err = errno;
+
+		(void)close(fd);
+		return sbx_error_errno(db, err, "stat database '%s'",
+				       db->path);
+	}
+	(void)close(fd);
+	if (!S_ISREG(st.st_mode)) {
+		return sbx_error_set(db, SBX_ERR_CORRUPT, "open database "
+				     "'%s': not a regular file", db->path);
+	}
+	if (st.st_uid != geteuid()) {
+		return sbx_error_set(db, SBX_ERR_PERM, "open database '%s': "
+				     "owned by uid %lu, not by this user "
+				     "(uid %lu): refused", db->path,
+				     (unsigned long)st.st_uid,
+				     (unsigned long)geteuid());
+	}
+	return 0;
+}
+
 static int sbx_db_open_files(struct sbx_db *db)
 {
 	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 		SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
 	int rc;
 
+	if (sbx_db_check_file(db) < 0)
+		return -1;
 	rc = sqlite3_open_v2(db->path, &db->sqlite, flags, NULL);
 	if (rc != SQLITE_OK) {
 		if (db->sqlite == NULL) {

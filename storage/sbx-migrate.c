@@ -83,6 +83,38 @@ static int sbx_migrate_refuse_newer(struct sbx_db *db, int version)
 		sbx_schema_version(sbx_migrate_schema(db)));
 }
 
+/* An unmarked file is ours only while it is empty (new): a SQLite
+   database of some other program has tables but, like most, no
+   application_id, and migrating would add ours to it. */
+static int sbx_migrate_check_unmarked(struct sbx_db *db)
+{
+	sqlite3_stmt *stmt;
+	int64_t objects = 0, id = 0;
+	int ret;
+
+	if (sbx_stmt_get(db, SBX_STMT_DB_SCHEMA_OBJECTS, &stmt) < 0)
+		return -1;
+	ret = sbx_stmt_step_row(db, stmt, "read the schema of '%s'",
+				db->path);
+	if (ret > 0)
+		objects = sqlite3_column_int64(stmt, 0);
+	sbx_stmt_put(db, stmt);
+	if (ret < 0)
+		return -1;
+	/* Another process may have migrated the new file meanwhile: its
+	   tables and its mark were committed together. */
+	if (objects > 0 && sbx_db_read_application_id(db, &id) < 0)
+		return -1;
+	if (objects > 0 && id != sbx_migrate_schema(db)->application_id) {
+		return sbx_error_set(db, SBX_ERR_CORRUPT,
+				     "open database '%s': not a sqlbox "
+				     "database (it has %lld schema objects "
+				     "of another program)", db->path,
+				     (long long)objects);
+	}
+	return 0;
+}
+
 /* A file that another application marked as its own is not ours to
    change. 0 is a file no one marked (a new one). */
 static int sbx_migrate_check_application_id(struct sbx_db *db)
@@ -91,7 +123,9 @@ static int sbx_migrate_check_application_id(struct sbx_db *db)
 
 	if (sbx_db_read_application_id(db, &id) < 0)
 		return -1;
-	if (id == 0 || id == sbx_migrate_schema(db)->application_id)
+	if (id == 0)
+		return sbx_migrate_check_unmarked(db);
+	if (id == sbx_migrate_schema(db)->application_id)
 		return 0;
 	return sbx_error_set(db, SBX_ERR_CORRUPT,
 			     "open database '%s': not a sqlbox database "

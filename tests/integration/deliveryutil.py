@@ -30,7 +30,8 @@ import subprocess
 import tempfile
 import time
 
-LDA = "/usr/lib/dovecot/dovecot-lda"
+# SQLBOX_LDA: a wrapper instead (make asan preloads the ASan runtime).
+LDA = os.environ.get("SQLBOX_LDA", "/usr/lib/dovecot/dovecot-lda")
 EX_TEMPFAIL = 75
 
 SLOW = os.environ.get("SQLBOX_SLOW") == "1"
