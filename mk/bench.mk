@@ -12,4 +12,5 @@ bench: $(PLUGINS)
 	SQLBOX_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/bench/bench.py $(ARGS)
 
 bench-quick: $(PLUGINS)
-	SQLBOX_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/bench/bench.py --quick $(ARGS)
+	SQLBOX_BUILD=$(abspath $(BUILD)) $(PYTHON) tests/bench/bench.py \
+		--quick $(ARGS)

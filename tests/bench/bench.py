@@ -472,7 +472,7 @@ class Bench:
             s, f, _ = self.select_fetch(b, b.big, self.n_big)
             self.record("fetch_env_first_100k", b, f * 1000, 0)
 
-    # -- IMAP sessions ---------------------------------------------------------
+    # -- IMAP sessions -------------------------------------------------------
 
     FETCH = b"FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE)"
 
@@ -593,7 +593,8 @@ class Bench:
         c = Imap(b.inst, b.main)
         try:
             c.ok(b"SELECT INBOX")
-            t, d1 = timed(c.ok, b'SEARCH SUBJECT "%s"' % SUBJECT_TOKEN.encode())
+            t, d1 = timed(c.ok, b'SEARCH SUBJECT "%s"'
+                          % SUBJECT_TOKEN.encode())
             self.record("search_header", b, t * 1000, rep,
                         hits=len(d1.split(b"\r\n")[0].split()) - 2)
             t, d2 = timed(c.ok, b'SEARCH BODY "%s"' % BODY_TOKEN.encode())
@@ -776,7 +777,7 @@ class Bench:
             shutil.rmtree(self.work, ignore_errors=True)
             self.out.close()
 
-    # -- the table --------------------------------------------------------------
+    # -- the table -----------------------------------------------------------
 
     def report(self):
         names = [b.name for b in self.backends]
