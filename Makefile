@@ -85,6 +85,7 @@ help:
 	@echo "make check-slow the same with long soak and crash runs"
 	@echo "make unit       unit tests (FILTER='suite/test' narrows them)"
 	@echo "make integration  a real Dovecot with the plugin, driven by real clients"
+	@echo "make bench      sqlbox against maildir and sdbox (bench-quick: short)"
 	@echo "make run        build and start the demo Dovecot on loopback"
 	@echo "make stop       stop the demo Dovecot"
 	@echo "make install    install the plugin into $(dovecot_moduledir)"
