@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Reading a body out of SQL as a seekable istream.
 
-   The stream keeps one chunk of the body (SBX_BODY_CHUNK_SIZE bytes,
-   aligned as stored) and serves reads and seeks from it; a read outside it
-   fetches the chunk that holds the offset. Memory per open mail is thus one
-   chunk whatever the message size, and a 50 MB attachment streams through
-   without ever being held whole. */
+   The stream keeps a window of the body and serves reads and seeks from
+   it; a read outside it fetches a new window at that offset. A first
+   window is small (SQLBOX_ISTREAM_FIRST_WINDOW): most reads of a message
+   want its header only (ENVELOPE, header SEARCH, sorting), and
+   sbx_body_read() then reads only the pages that hold it. Reading on
+   doubles the window, up to one stored chunk (SBX_BODY_CHUNK_SIZE), so
+   memory per open mail stays one chunk whatever the message size, and a
+   50 MB attachment streams through without ever being held whole. */
 
 #include "lib.h"
 #include "buffer.h"
@@ -14,6 +17,8 @@
 #include "sbx-db.h"
 #include "sqlbox-istream.h"
 
+#define SQLBOX_ISTREAM_FIRST_WINDOW (16 * 1024)
+
 struct sqlbox_body_istream {
 	struct istream_private istream;
 	struct sbx_db *db;
@@ -21,23 +26,39 @@ struct sqlbox_body_istream {
 	uoff_t size;
 
 	buffer_t *chunk;
-	uoff_t chunk_offset;	/* offset of chunk's first byte */
+	uoff_t chunk_offset;	/* offset of the window's first byte */
+	size_t window;		/* the size of the next window */
 	bool have_chunk;
 };
 
 static int sqlbox_body_istream_fill(struct sqlbox_body_istream *bstream,
 				    uoff_t offset)
 {
-	uoff_t start = offset - offset % SBX_BODY_CHUNK_SIZE;
-	size_t got;
+	uoff_t start = offset;
+	size_t got, window;
 	void *data;
 	const char *msg;
 	int ret;
 
+	if (bstream->have_chunk &&
+	    offset == bstream->chunk_offset + bstream->chunk->used) {
+		/* reading on: a larger window */
+		bstream->window = I_MIN(bstream->window * 2,
+					SBX_BODY_CHUNK_SIZE);
+	} else {
+		bstream->window = SQLBOX_ISTREAM_FIRST_WINDOW;
+	}
+	/* a window never crosses a stored chunk's end: whole chunks are
+	   read with one blob read each */
+	window = I_MIN(bstream->window,
+		       SBX_BODY_CHUNK_SIZE - start % SBX_BODY_CHUNK_SIZE);
+	if (window > bstream->size - start)
+		window = (size_t)(bstream->size - start);
+
 	buffer_set_used_size(bstream->chunk, 0);
-	data = buffer_append_space_unsafe(bstream->chunk, SBX_BODY_CHUNK_SIZE);
+	data = buffer_append_space_unsafe(bstream->chunk, window);
 	ret = sbx_body_read(bstream->db, bstream->body_id, start, data,
-			    SBX_BODY_CHUNK_SIZE, &got);
+			    window, &got);
 	if (ret <= 0) {
 		bstream->have_chunk = FALSE;
 		if (ret == 0) {
@@ -133,7 +154,7 @@ struct istream *i_stream_create_sqlbox_body(struct sbx_db *db,
 	bstream->body_id = body_id;
 	bstream->size = size;
 	bstream->chunk = buffer_create_dynamic(default_pool,
-					       SBX_BODY_CHUNK_SIZE);
+		I_MIN(size, SQLBOX_ISTREAM_FIRST_WINDOW));
 
 	bstream->istream.iostream.destroy = i_stream_sqlbox_body_destroy;
 	bstream->istream.read = i_stream_sqlbox_body_read;

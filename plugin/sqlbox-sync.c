@@ -19,6 +19,7 @@
 #include "array.h"
 #include "seq-range-array.h"
 #include "mail-index-modseq.h"
+#include "mail-index-private.h"
 #include "mail-transaction-log-private.h"
 #include "mailbox-recent-flags.h"
 #include "index-sync-private.h"
@@ -475,13 +476,6 @@ static int sqlbox_sync_import_all(struct sqlbox_sync_context *ctx,
 		rec = array_idx_modifiable(&ctx->import_recs, next);
 		sqlbox_sync_import_placeholder(ctx, rec->uid);
 	}
-	if (ctx->import_pruned > 0) {
-		/* expunges at or below it may be unknown: the log starts
-		   there, and asking for anything earlier is "too old" */
-		mail_index_update_highest_modseq(ctx->trans,
-						 ctx->import_pruned);
-		sqlbox_sync_want_log_rotate(&ctx->mbox->box);
-	}
 	return 0;
 }
 
@@ -494,22 +488,28 @@ static int sqlbox_import_rec_cmp(const struct sqlbox_import_rec *a,
 }
 
 /* One index transaction of the second step: raises the index's highest
-   MODSEQ (recs NULL), or expunges the tombstones' UIDs or raises the
-   messages' MODSEQs to SQL's among recs. */
+   MODSEQ (recs NULL; with rotate, a new log starts there), or expunges the
+   tombstones' UIDs or raises the messages' MODSEQs to SQL's among recs. */
 static int
 sqlbox_sync_import_step(struct sqlbox_mailbox *mbox,
 			const struct sqlbox_import_rec *recs, unsigned int count,
-			bool expunged, uint64_t highest)
+			bool expunged, uint64_t highest, bool rotate)
 {
 	struct mail_index_sync_ctx *sync_ctx;
 	struct mail_index_view *view;
 	struct mail_index_transaction *trans;
+	struct mail_index_sync_rec sync_rec;
 	unsigned int i;
 	uint32_t seq;
 
 	if (mail_index_sync_begin(mbox->box.index, &sync_ctx, &view,
 				  &trans, 0) < 0)
 		return -1;
+	/* nothing of this process is waiting: a rotation needs the
+	   sync to have seen every record */
+	while (mail_index_sync_next(sync_ctx, &sync_rec)) ;
+	if (rotate)
+		sqlbox_sync_want_log_rotate(&mbox->box);
 	if (recs == NULL)
 		mail_index_update_highest_modseq(trans, highest);
 	for (i = 0; recs != NULL && i < count; i++) {
@@ -550,9 +550,9 @@ sqlbox_sync_import_chunk(struct sqlbox_mailbox *mbox,
 		if (highest[kind] == 0)
 			continue;
 		if (sqlbox_sync_import_step(mbox, NULL, 0, FALSE,
-					    highest[kind] - 1) < 0 ||
+					    highest[kind] - 1, FALSE) < 0 ||
 		    sqlbox_sync_import_step(mbox, recs, count, kind == 1,
-					    0) < 0)
+					    0, FALSE) < 0)
 			return -1;
 	}
 	return 0;
@@ -575,6 +575,13 @@ static int sqlbox_sync_import_modseqs(struct sqlbox_sync_context *ctx)
 	unsigned int count, start, next, groups, wanted, i;
 	int ret = 0;
 
+	/* expunges at or below the highest deleted tombstone may be
+	   unknown: the log starts there, and asking for the changes since
+	   anything earlier is "too old" */
+	if (ctx->import_pruned > 0 &&
+	    sqlbox_sync_import_step(ctx->mbox, NULL, 0, FALSE,
+				    ctx->import_pruned, TRUE) < 0)
+		return -1;
 	array_sort(&ctx->import_recs, sqlbox_import_rec_cmp);
 	recs = array_get(&ctx->import_recs, &count);
 	t_array_init(&starts, 32);
@@ -598,7 +605,7 @@ static int sqlbox_sync_import_modseqs(struct sqlbox_sync_context *ctx)
 	   message and tombstone */
 	if (ret == 0)
 		ret = sqlbox_sync_import_step(ctx->mbox, NULL, 0, FALSE,
-					      ctx->import_highest);
+					      ctx->import_highest, FALSE);
 	return ret;
 }
 
@@ -771,6 +778,12 @@ static int sqlbox_sync_try(struct sqlbox_sync_context *ctx)
 	}
 	ret = mail_index_sync_commit(&ctx->index_sync_ctx);
 	index_storage_expunging_deinit(box);
+	if (ret == 0 && ctx->reset) {
+		/* a reset drops the index's extensions, MODSEQ tracking
+		   included, but not the flag saying it is enabled */
+		box->index->modseqs_enabled = FALSE;
+		mail_index_modseq_enable(box->index);
+	}
 	if (ret == 0 && ctx->imported_all) T_BEGIN {
 		ret = sqlbox_sync_import_modseqs(ctx);
 	} T_END;

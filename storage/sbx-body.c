@@ -272,14 +272,19 @@ void sbx_body_writer_abort(struct sbx_body_writer **_writer)
 
 /* Copies the part of one chunk (seq, data, len) that continues the read
    at offset + *copied. Returns 0, or -1 if a chunk is missing. */
+/* Copies the wanted part of one chunk. Incremental blob I/O reads only
+   the pages that hold it: reading a message's header costs its first
+   pages, not the whole chunk. */
 static int sbx_body_read_chunk(struct sbx_db *db, int64_t body_id,
-			       int64_t seq, const void *data, size_t len,
+			       int64_t seq, int64_t rowid, size_t len,
 			       uint64_t offset, unsigned char *buf,
 			       size_t want, size_t *copied)
 {
 	uint64_t start = (uint64_t)seq * SBX_BODY_CHUNK_SIZE;
 	uint64_t pos = offset + *copied;
+	sqlite3_blob *blob;
 	size_t skip, n;
+	int rc;
 
 	if (start > pos) {
 		return sbx_error_set(db, SBX_ERR_CORRUPT,
@@ -292,7 +297,18 @@ static int sbx_body_read_chunk(struct sbx_db *db, int64_t body_id,
 	n = len - skip;
 	if (n > want - *copied)
 		n = want - *copied;
-	memcpy(buf + *copied, (const unsigned char *)data + skip, n);
+	rc = sqlite3_blob_open(db->sqlite, "main", "body_chunks", "data",
+			       rowid, 0, &blob);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_blob_read(blob, buf + *copied, (int)n, (int)skip);
+	if (rc != SQLITE_OK) {
+		(void)sbx_error_sqlite(db, rc, "read body %lld chunk %lld",
+					    (long long)body_id,
+					    (long long)seq);
+		(void)sqlite3_blob_close(blob);
+		return -1;
+	}
+	(void)sqlite3_blob_close(blob);
 	*copied += n;
 	return 0;
 }
@@ -339,8 +355,8 @@ static int sbx_body_read_rows(struct sbx_db *db, sqlite3_stmt *stmt,
 			continue;
 		if (sbx_body_read_chunk(db, body_id,
 					sqlite3_column_int64(stmt, 1),
-					sqlite3_column_blob(stmt, 2),
-					(size_t)sqlite3_column_bytes(stmt, 2),
+					sqlite3_column_int64(stmt, 2),
+					(size_t)sqlite3_column_int64(stmt, 3),
 					offset, buf, want, read_r) < 0)
 			return -1;
 	} while (*read_r < want &&

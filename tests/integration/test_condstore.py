@@ -420,3 +420,31 @@ def test_vanished_since_a_recent_modseq_is_not_the_whole_history(dovecot,
                                      before, info["HIGHESTMODSEQ"])
     assert vanished == {41}
     assert set(fetched) == set(range(90, 101))
+
+
+def test_vanished_after_tombstones_are_pruned(dovecot, user):
+    """Once tombstones are deleted (doveadm sqlbox purge, or by hand), a
+    client whose MODSEQ is older than them is told so: VANISHED (EARLIER)
+    then names every UID of its range that no longer exists, so the
+    expunges whose tombstones are gone are not missed."""
+    sqlbox_only(dovecot)
+    fill(dovecot, user, 8)
+    raw = qresync_session(dovecot, user)
+    _, untagged = ok(raw, b"SELECT INBOX")
+    info = select_info(untagged)
+    before = parse_fetches(ok(raw, b"UID FETCH 1:* (FLAGS MODSEQ)")[1])
+    raw.close()
+    other = dovecot.raw_imap(user)
+    ok(other, b"SELECT INBOX")
+    ok(other, b"UID STORE 2,3 +FLAGS (\\Deleted)")
+    ok(other, b"EXPUNGE")
+    other.close()
+    dovecot.sql_by_hand(user, "BEGIN IMMEDIATE; DELETE FROM expunged;"
+                        " COMMIT;")
+    assert dovecot.sql(user, "SELECT pruned_modseq FROM mailboxes"
+                       " WHERE name = 'INBOX'")[0][0] > info["HIGHESTMODSEQ"]
+    vanished, fetched = check_resync(dovecot, user, info["UIDVALIDITY"],
+                                     before, info["HIGHESTMODSEQ"],
+                                     known="1:8")
+    assert {2, 3} <= vanished
+    assert fetched == {}
