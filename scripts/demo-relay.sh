@@ -91,7 +91,9 @@ pidfile=$spool/pid/master.pid
 
 check_port() {
 	case "$1" in '' | *[!0-9]*) die "$2 must be a number" ;; esac
-	[ "$1" -ge 1 ] && [ "$1" -le 65535 ] || die "$2 $1 is out of range"
+	if [ "$1" -lt 1 ] || [ "$1" -gt 65535 ]; then
+		die "$2 $1 is out of range"
+	fi
 }
 
 need_postfix() {
@@ -107,6 +109,11 @@ write_config() {
 	check_port "$RELAY_PORT" RELAY_PORT
 	check_port "$LMTP_PORT" LMTP_PORT
 	[ "$RELAY_PORT" != 25 ] || die "RELAY_PORT must not be 25"
+	for user in $RELAY_USERS; do
+		case "$user" in
+		*[!A-Za-z0-9._+-]*) die "bad user name '$user'" ;;
+		esac
+	done
 	mkdir -p "$etc" "$spool" "$data" "$dir/log"
 	chmod 0755 "$dir" "$etc" "$spool" "$dir/log"
 	chown postfix: "$data" "$dir/log"
@@ -115,9 +122,6 @@ write_config() {
 	# The recipients smtpd accepts; texthash needs no postmap.
 	: >"$etc/mailboxes.tmp"
 	for user in $RELAY_USERS; do
-		case "$user" in
-		'' | *[!A-Za-z0-9._+-]*) die "bad user name '$user'" ;;
-		esac
 		printf '%s@%s\t%s\n' "$user" "$RELAY_DOMAIN" "$user" >>"$etc/mailboxes.tmp"
 	done
 	mv "$etc/mailboxes.tmp" "$etc/mailboxes"

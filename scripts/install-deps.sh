@@ -119,8 +119,9 @@ stop_system_postfix() {
 	if [ -x /etc/init.d/postfix ] && command -v update-rc.d >/dev/null 2>&1; then
 		"${as_root[@]}" update-rc.d postfix disable >/dev/null 2>&1 || true
 	fi
-	local pid
-	pid=$(cat /var/spool/postfix/pid/master.pid 2>/dev/null | tr -d ' ') || return 0
+	local pid pidfile=/var/spool/postfix/pid/master.pid
+	[ -r "$pidfile" ] || return 0
+	pid=$(tr -d ' \n' <"$pidfile")
 	case "$pid" in '' | *[!0-9]*) return 0 ;; esac
 	[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/lib/postfix/sbin/master ] ||
 		return 0
