@@ -215,11 +215,17 @@ master_pid() {
 }
 
 start() {
-	local out
+	local out port
 	if master_pid >/dev/null; then
 		die "already running (pid $(master_pid)); stop it first"
 	fi
 	[ -f "$etc/main.cf" ] || write_config
+	# Postfix's master binds with SO_REUSEPORT, so a second instance on a
+	# taken port would start and share it: refuse instead.
+	port=$(postconf -c "$etc" -M | sed -n 's/^127\.0\.0\.1:\([0-9]*\) .*/\1/p')
+	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+		die "127.0.0.1:$port is already in use"
+	fi
 	if ! out=$(postfix -c "$etc" start 2>&1); then
 		echo "$out" >&2
 		[ -r "$log" ] && tail -n 20 "$log" >&2

@@ -30,8 +30,9 @@ packages=(
 	dovecot-fts-xapian
 	# submission tests: SMTP client and the recording relay sink
 	swaks python3-aiosmtpd
-	# the demo's relay (scripts/demo-relay.sh, tests/integration/test_demo_relay.py)
-	postfix
+	# the demo's relay (scripts/demo-relay.sh) and ss, which its test
+	# (tests/integration/test_demo_relay.py) reads the listeners with
+	postfix iproute2
 )
 
 die() {
