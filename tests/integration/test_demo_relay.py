@@ -245,8 +245,10 @@ def test_demo_user_to_demo_user(dovecot, relay, tls, sender, rcpt):
     # the same message over POP3
     assert [m for m in pop3_messages(d, rcpt) if msgid.encode() in m
             and m.endswith(data.rstrip(b"\r\n"))], "not seen over POP3"
-    # and the sender's copy in Sent
-    assert msgid in sent_ids(d, sender)
+    # and the sender's copy in Sent, which submission_sqlbox saves (not
+    # loaded when the suite checks itself against maildir or sdbox)
+    if d.loads_plugin:
+        assert msgid in sent_ids(d, sender)
 
 
 def test_outside_domain_refused_at_rcpt(dovecot, relay):
