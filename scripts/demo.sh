@@ -112,7 +112,7 @@ start)
 		"$relay" start "$demo/postfix"
 		"$relay" status "$demo/postfix"
 	else
-		echo "demo: not root: the relay (Postfix) is not started, so submission answers with a temporary error; run scripts/demo.sh start as root for it" >&2
+		echo "demo: not root: the relay (Postfix) is not started, so submission answers MAIL with 421 4.4.0; run scripts/demo.sh start as root for it" >&2
 	fi
 	explain
 	;;
