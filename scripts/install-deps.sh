@@ -9,7 +9,11 @@
 # The packages start Dovecot's system service on a normal Debian. sqlbox never
 # uses the system instance (its listeners would hold 143, 993, 110, 995 ...),
 # so the service is kept from starting during installation and is stopped and
-# disabled afterwards, with or without systemd.
+# disabled afterwards, with or without systemd. Postfix (the demo's private
+# relay, scripts/demo-relay.sh) is installed unconfigured ("No configuration"):
+# no /etc/postfix/main.cf, no system MTA, no port 25; a Postfix that this
+# script installs has its system service disabled too. One that was already
+# installed is the machine's own MTA and is left alone.
 set -euo pipefail
 
 packages=(
@@ -28,6 +32,9 @@ packages=(
 	swaks python3-aiosmtpd
 	# libFuzzer targets (make fuzz, the short run in make check)
 	clang libclang-rt-14-dev
+	# the demo's relay (scripts/demo-relay.sh) and ss, which its test
+	# (tests/integration/test_demo_relay.py) reads the listeners with
+	postfix iproute2
 )
 
 die() {
@@ -98,6 +105,45 @@ stop_system_dovecot() {
 	echo "install-deps: warning: system Dovecot (pid $pid) did not stop" >&2
 }
 
+# Stops and disables the system Postfix service, which an unconfigured
+# install could not run anyway; the pid is the master's, never found by name.
+stop_system_postfix() {
+	# systemctl disable also works without a running systemd (images
+	# that boot one later).
+	if command -v systemctl >/dev/null 2>&1; then
+		if [ -d /run/systemd/system ]; then
+			"${as_root[@]}" systemctl disable --now postfix.service \
+				>/dev/null 2>&1 || true
+		else
+			"${as_root[@]}" systemctl disable postfix.service \
+				>/dev/null 2>&1 || true
+		fi
+	fi
+	if [ -x /etc/init.d/postfix ] && command -v update-rc.d >/dev/null 2>&1; then
+		"${as_root[@]}" update-rc.d postfix disable >/dev/null 2>&1 || true
+	fi
+	local pid pidfile=/var/spool/postfix/pid/master.pid
+	[ -r "$pidfile" ] || return 0
+	pid=$(tr -d ' \n' <"$pidfile")
+	case "$pid" in '' | *[!0-9]*) return 0 ;; esac
+	[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/lib/postfix/sbin/master ] ||
+		return 0
+	"${as_root[@]}" postfix stop >/dev/null 2>&1 || true
+}
+
+installs_postfix=no
+for p in "${missing[@]}"; do
+	[ "$p" = postfix ] && installs_postfix=yes
+done
+if [ "$installs_postfix" = yes ]; then
+	# Postfix conflicts with every other MTA; apt would remove it.
+	other_mta=$(dpkg-query -W -f='${Package}\t${db:Status-Status}\t${Provides}\n' |
+		awk -F'\t' '$2 == "installed" && $3 ~ /mail-transport-agent/ { print $1 }' |
+		tr '\n' ' ')
+	[ -z "$other_mta" ] ||
+		die "installing postfix (the demo relay) would remove this machine's mail transport agent: ${other_mta% }. Install postfix yourself if that is wanted, then run this script again"
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
 	need_root
 	log=$(mktemp "${TMPDIR:-/tmp}/install-deps.XXXXXX")
@@ -116,6 +162,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 		printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
 		"${as_root[@]}" chmod 0755 "$policy"
 		made_policy=yes
+	fi
+	if [ "$installs_postfix" = yes ]; then
+		echo 'postfix postfix/main_mailer_type select No configuration' |
+			"${as_root[@]}" debconf-set-selections
 	fi
 	echo "install-deps: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -139,6 +189,9 @@ if [ ${#missing[@]} -gt 0 ] || system_dovecot_pid >/dev/null ||
 	system_dovecot_enabled; then
 	need_root
 	stop_system_dovecot
+fi
+if [ "$installs_postfix" = yes ]; then
+	stop_system_postfix
 fi
 
 for p in "${packages[@]}"; do
