@@ -5,7 +5,7 @@
 # integration tests (tests/integration/harness.py).
 #
 # Usage: dovecot-instance.sh write|start|stop|restart|status DIR
-#        dovecot-instance.sh add-user DIR USER PASSWORD
+#        dovecot-instance.sh add-user DIR USER PASSWORD [FIELDS]
 #
 #   write     DIR/dovecot.conf, DIR/passwd, DIR/ssl/{cert,key,dh}.pem (the
 #             certificate is made once and kept), homes; checks the result
@@ -21,7 +21,9 @@
 #   add-user  adds (or replaces) one passwd-file user and makes its home; a
 #             running instance sees it within a second (the auth process
 #             re-reads passwd-file at most once a second). `write` rewrites
-#             passwd from USERS, dropping users added this way.
+#             passwd from USERS, dropping users added this way. An optional
+#             fifth argument is the user's extra userdb fields, space
+#             separated (userdb_name=value: per-user settings).
 #
 # Settings (environment, with defaults):
 #   SQLBOX_PLUGIN_DIR   directory holding lib20_sqlbox_plugin.so and
@@ -161,10 +163,10 @@ make_home() {
 	fi
 }
 
-# passwd-file line: user:{PLAIN}password:uid:gid::home::
+# passwd-file line: user:{PLAIN}password:uid:gid::home::extra fields
 passwd_line() {
-	printf '%s:{PLAIN}%s:%s:%s::%s::\n' "$1" "$2" "$mail_uid" "$mail_gid" \
-		"$dir/home/$1"
+	printf '%s:{PLAIN}%s:%s:%s::%s::%s\n' "$1" "$2" "$mail_uid" "$mail_gid" \
+		"$dir/home/$1" "${3:-}"
 }
 
 check_user() {
@@ -197,12 +199,13 @@ install_passwd() {
 }
 
 add_user() {
-	local user=$1 pass=$2 tmp=$dir/passwd.tmp.$$
+	local user=$1 pass=$2 fields=${3:-} tmp=$dir/passwd.tmp.$$
 	check_user "$user" "$pass"
+	case "$fields" in *:* | *$'\n'*) die "userdb fields cannot contain ':'" ;; esac
 	[ -f "$dir/passwd" ] || die "no $dir/passwd; run write first"
 	{
 		grep -v "^$user:" "$dir/passwd" || true
-		passwd_line "$user" "$pass"
+		passwd_line "$user" "$pass" "$fields"
 	} >"$tmp"
 	make_home "$user"
 	install_passwd "$tmp"
@@ -605,8 +608,8 @@ restart)
 	;;
 status) do_status ;;
 add-user)
-	[ $# -eq 4 ] || usage
-	add_user "$3" "$4"
+	[ $# -eq 4 ] || [ $# -eq 5 ] || usage
+	add_user "$3" "$4" "${5:-}"
 	;;
 *) usage ;;
 esac

@@ -343,13 +343,17 @@ class DovecotInstance:
 
     # -- users --------------------------------------------------------------
 
-    def add_user(self, user, password=None):
+    def add_user(self, user, password=None, fields=None):
         """Adds a passwd-file user (and its home) and, on a running
-        instance, waits until the auth process will have re-read it."""
+        instance, waits until the auth process will have re-read it.
+        fields: extra userdb fields ({"name": "value"}), i.e. per-user
+        settings."""
         password = password or "pw-" + user
         self._users[user] = password
+        extra = " ".join("userdb_%s=%s" % kv for kv in (fields or {}).items())
         if self.port_base is not None:
-            self._script("add-user", user, password)
+            self._script("add-user", user, password,
+                         *([extra] if extra else []))
             if self.running:
                 time.sleep(1.1)
         return user

@@ -124,3 +124,30 @@ def test_daily_recipient_limit_counts_relayed_recipients(dovecot, sink):
                              "limit reached (5 per 24h), try again later")
     finally:
         c.close()
+
+
+def test_userdb_fields_override_the_settings_per_user(dovecot, sink):
+    """Every submission_sqlbox_* setting can come from the userdb: here a
+    user whose userdb gives a limit of one message per hour and an extra
+    sender address, next to a user on the global settings."""
+    d = dovecot
+    u = d.new_user()
+    d.add_user(u, fields={"submission_sqlbox_msgs_per_hour": "1",
+                          "submission_sqlbox_senders":
+                          "%n@example.net"})
+    other = d.new_user()
+    s = smtp(d, u)
+    alias = "%s@example.net" % u
+    # the userdb's list replaces the global one: only the alias is u's
+    s.sendmail(alias, [addr(u)], message(u, alias, "<per-user-1@x>")
+               .replace(addr(u).encode(), alias.encode(), 1))
+    code, text = s.mail(alias)
+    assert code == 450 and b"(1 messages per hour)" in text, (code, text)
+    s.close()
+    s = smtp(d, other)
+    for n in range(2):
+        s.sendmail(addr(other), [addr(other)],
+                   message(other, addr(other), "<global-%d@x>" % n))
+    code, text = s.mail("%s@example.net" % other)
+    assert code == 553 and b"5.7.1" in text, (code, text)
+    s.close()
