@@ -64,6 +64,12 @@ struct submission_sqlbox_client {
 	struct istream *msg;
 	uoff_t msg_offset, msg_size;
 	const char *message_id;
+	/* the last recipient refused by a limit: a transaction that ends
+	   without DATA is audited with it */
+	unsigned int refused_status;
+	const char *refused_enh, *refused_rule;
+	/* DATA began: its reply is audited (submission_sqlbox_data_replied) */
+	bool data_started;
 	bool completed;
 	bool audited;
 };
@@ -174,6 +180,8 @@ submission_sqlbox_audit(struct submission_sqlbox_client *sclient,
 		}
 		a.rcpt_count = array_count(&trans->rcpt_to);
 		a.recipients = str_c(rcpts);
+	} else {
+		a.rcpt_count = sclient->rcpts;
 	}
 	a.size = sclient->msg != NULL ? (int64_t)sclient->msg_size : -1;
 	a.message_id = sclient->message_id;
@@ -264,6 +272,9 @@ submission_sqlbox_trans_reset(struct submission_sqlbox_client *sclient)
 	}
 	sclient->mail_from = NULL;
 	sclient->message_id = NULL;
+	sclient->refused_status = 0;
+	sclient->refused_enh = sclient->refused_rule = NULL;
+	sclient->data_started = FALSE;
 	sclient->rcpts = 0;
 	sclient->msg_offset = sclient->msg_size = 0;
 	sclient->completed = FALSE;
@@ -354,6 +365,16 @@ submission_sqlbox_cmd_mail(struct client *client,
 	return sclient->module_ctx.super.cmd_mail(client, cmd, data);
 }
 
+static void
+submission_sqlbox_rcpt_refused(struct submission_sqlbox_client *sclient,
+			       unsigned int status, const char *enh_code,
+			       const char *rule)
+{
+	sclient->refused_status = status;
+	sclient->refused_enh = enh_code;
+	sclient->refused_rule = rule;
+}
+
 static int
 submission_sqlbox_cmd_rcpt(struct client *client,
 			   struct smtp_server_cmd_ctx *cmd,
@@ -371,6 +392,8 @@ submission_sqlbox_cmd_rcpt(struct client *client,
 		smtp_server_recipient_reply(srcpt->rcpt, 452, "4.5.3",
 			"Too many recipients (limit %u)",
 			sclient->set.max_rcpt_per_msg);
+		submission_sqlbox_rcpt_refused(sclient, 452, "4.5.3",
+					       "rcpt_limit");
 		return -1;
 	}
 	if (submission_sqlbox_has_policy_db(sclient)) {
@@ -385,12 +408,16 @@ submission_sqlbox_cmd_rcpt(struct client *client,
 		if (ret < 0 && !sclient->set.fail_open) {
 			smtp_server_recipient_reply(srcpt->rcpt, 451, "4.3.0",
 				"Temporary policy failure, try again later");
+			submission_sqlbox_rcpt_refused(sclient, 451, "4.3.0",
+						       "policy_unavailable");
 			return -1;
 		}
 		if (ret == 0) {
 			smtp_server_recipient_reply(srcpt->rcpt, 450, "4.7.1",
 				"Daily recipient limit reached (%u per 24h), "
 				"try again later", sclient->set.rcpts_per_day);
+			submission_sqlbox_rcpt_refused(sclient, 450, "4.7.1",
+						       "rate_rcpts");
 			return -1;
 		}
 		if (ret > 0)
@@ -683,6 +710,7 @@ submission_sqlbox_cmd_data(struct client *client,
 
 	/* data_input is Dovecot's Received: trace header, then the
 	   client's bytes */
+	sclient->data_started = TRUE;
 	i_stream_unref(&sclient->msg);
 	sclient->msg_size = client->state.data_size;
 	sclient->msg_offset = data_size - sclient->msg_size;
@@ -726,6 +754,24 @@ submission_sqlbox_cmd_data(struct client *client,
 
 /* -- life cycle ------------------------------------------------------------ */
 
+/* One audit row per transaction: one that ends without DATA (RSET, QUIT,
+   a disconnect) says why, when a limit refused a recipient. Its row counts
+   the recipients accepted and lists none: the transaction's recipients may
+   be gone by now. */
+static void
+submission_sqlbox_audit_unsent(struct submission_sqlbox_client *sclient)
+{
+	if (sclient->mail_from == NULL || sclient->audited ||
+	    sclient->data_started)
+		return;
+	T_BEGIN {
+		submission_sqlbox_audit(sclient, NULL, sclient->refused_status,
+			sclient->refused_enh, NULL,
+			sclient->refused_rule != NULL ?
+			sclient->refused_rule : "abandoned", NULL);
+	} T_END;
+}
+
 static void
 submission_sqlbox_trans_free(struct client *client,
 			     struct smtp_server_transaction *trans)
@@ -733,6 +779,7 @@ submission_sqlbox_trans_free(struct client *client,
 	struct submission_sqlbox_client *sclient =
 		SUBMISSION_SQLBOX_CONTEXT(client);
 
+	submission_sqlbox_audit_unsent(sclient);
 	submission_sqlbox_release(sclient);
 	i_stream_unref(&sclient->msg);
 	sclient->rcpts = 0;
@@ -744,6 +791,10 @@ static void submission_sqlbox_destroy(struct client *client)
 	struct submission_sqlbox_client *sclient =
 		SUBMISSION_SQLBOX_CONTEXT(client);
 
+	/* the transaction a disconnect ends; trans_free may come after
+	   this, with nothing left to audit */
+	submission_sqlbox_audit_unsent(sclient);
+	sclient->mail_from = NULL;
 	submission_sqlbox_release(sclient);
 	i_stream_unref(&sclient->msg);
 	sbx_db_close(&sclient->policy_db);

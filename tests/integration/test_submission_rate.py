@@ -102,6 +102,13 @@ def test_pipelined_rcpts_over_the_cap_get_452(dovecot, sink):
         c.close()
     assert policy_sql(d, "SELECT SUM(recipients) FROM rate_bucket"
                       " WHERE username = ?", [u]) == [[0]]
+    # one audit row per transaction, also for those that never sent:
+    # the first one says which limit refused recipients
+    rows = policy_sql(d, "SELECT rule, status_code, enhanced_code,"
+                      " rcpt_count, sent FROM audit WHERE username = ?"
+                      " ORDER BY id", [u])
+    assert rows == [["rcpt_limit", 452, "4.5.3", 3, None],
+                    ["abandoned", 0, None, 3, None]], rows
 
 
 def test_daily_recipient_limit_counts_relayed_recipients(dovecot, sink):
