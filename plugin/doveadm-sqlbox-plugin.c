@@ -438,4 +438,5 @@ void doveadm_sqlbox_plugin_init(struct module *module ATTR_UNUSED)
 
 void doveadm_sqlbox_plugin_deinit(void)
 {
+	sbx_db_close_parked();
 }

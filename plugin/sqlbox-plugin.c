@@ -6,6 +6,7 @@
 
 #include "lib.h"
 #include "mail-storage-private.h"
+#include "sbx-db.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-plugin.h"
 
@@ -29,4 +30,5 @@ void sqlbox_plugin_deinit(void)
 		return;
 	mail_storage_class_unregister(&sqlbox_storage);
 	mailbox_list_unregister(&sqlbox_mailbox_list);
+	sbx_db_close_parked();
 }

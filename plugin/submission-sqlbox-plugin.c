@@ -846,4 +846,5 @@ void submission_sqlbox_plugin_init(struct module *module)
 void submission_sqlbox_plugin_deinit(void)
 {
 	(void)submission_client_created_hook_set(next_hook_client_created);
+	sbx_db_close_parked();
 }

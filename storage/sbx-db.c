@@ -37,6 +37,19 @@
 /* Open handles of this process. Not thread-safe: neither is Dovecot. */
 static struct sbx_db *sbx_db_registry = NULL;
 
+/* The last handle closed, kept open: a process that opens one user's
+   database again and again (an LMTP or doveadm process delivering to the
+   same user, a POP3 client polling) keeps SQLite's parsed schema, its
+   prepared statements and its page cache instead of building them anew
+   each time. It is used again only for the same file (device and inode)
+   in the same process, with the same settings, and closed when another
+   handle is parked or by sbx_db_close_parked(). */
+static struct sbx_db *sbx_db_parked = NULL;
+static dev_t sbx_db_parked_dev;
+static ino_t sbx_db_parked_ino;
+
+static void sbx_db_free(struct sbx_db *db);
+
 static struct sbx_db *sbx_db_registry_find(const char *path)
 {
 	struct sbx_db *db;
@@ -480,6 +493,62 @@ static int sbx_db_read_page_size(struct sbx_db *db)
 	return 0;
 }
 
+void sbx_db_close_parked(void)
+{
+	struct sbx_db *db = sbx_db_parked;
+
+	sbx_db_parked = NULL;
+	/* a fork()ed child never touches its parent's connection */
+	if (db != NULL && db->pid == getpid())
+		sbx_db_free(db);
+}
+
+/* The parked handle, if it is this path's file with these settings; NULL
+   otherwise (then it is closed). */
+static struct sbx_db *sbx_db_unpark(const char *path,
+				    const struct sbx_db_settings *set)
+{
+	struct sbx_db *db = sbx_db_parked;
+	struct stat st;
+
+	if (db == NULL)
+		return NULL;
+	if (db->pid != getpid()) {
+		sbx_db_parked = NULL;
+		return NULL;
+	}
+	if (strcmp(db->path, path) != 0 || set == NULL ||
+	    db->synchronous != set->synchronous || db->kind != set->kind ||
+	    db->lock_timeout_msecs != (set->lock_timeout_msecs == 0 ?
+		SBX_DB_DEFAULT_LOCK_TIMEOUT_MSECS :
+		(set->lock_timeout_msecs > INT_MAX ? INT_MAX :
+		 set->lock_timeout_msecs)) ||
+	    stat(path, &st) < 0 || st.st_dev != sbx_db_parked_dev ||
+	    st.st_ino != sbx_db_parked_ino) {
+		sbx_db_close_parked();
+		return NULL;
+	}
+	sbx_db_parked = NULL;
+	db->refcount = 1;
+	db->error = SBX_ERR_NONE;
+	return db;
+}
+
+/* Keeps a handle whose last reference went; FALSE if it can't be kept. */
+static bool sbx_db_park(struct sbx_db *db)
+{
+	struct stat st;
+
+	if (db->sqlite == NULL || db->pid != getpid() ||
+	    stat(db->path, &st) < 0)
+		return false;
+	sbx_db_close_parked();
+	sbx_db_parked = db;
+	sbx_db_parked_dev = st.st_dev;
+	sbx_db_parked_ino = st.st_ino;
+	return true;
+}
+
 int sbx_db_open(const char *path, const struct sbx_db_settings *set,
 		struct sbx_db **db_r)
 {
@@ -489,6 +558,24 @@ int sbx_db_open(const char *path, const struct sbx_db_settings *set,
 	if (db != NULL) {
 		db->refcount++;
 		*db_r = db;
+		return 0;
+	}
+	db = sbx_db_unpark(path, set);
+	if (db != NULL) {
+		/* the file may have changed hands or been changed meanwhile:
+		   check it as a new open would, after reading the schema
+		   (which reloads SQLite's copy if another program changed
+		   it) */
+		int64_t objects;
+
+		*db_r = db;
+		if (sbx_db_check_file(db) < 0 ||
+		    sbx_db_read_int64(db, SBX_STMT_DB_SCHEMA_OBJECTS,
+				      &objects) < 0 ||
+		    sbx_migrate(db) < 0)
+			return -1;
+		db->next = sbx_db_registry;
+		sbx_db_registry = db;
 		return 0;
 	}
 	*db_r = db = sbx_db_alloc(path, set);
@@ -517,6 +604,14 @@ void sbx_db_close(struct sbx_db **_db)
 		return;
 	sbx_tx_rollback(db);
 	sbx_db_registry_remove(db);
+	if (db->error == SBX_ERR_NONE && db->observer == NULL &&
+	    sbx_db_park(db))
+		return;
+	sbx_db_free(db);
+}
+
+static void sbx_db_free(struct sbx_db *db)
+{
 	sbx_stmt_finalize_all(db);
 	(void)sqlite3_close(db->sqlite);
 	if (db->lock_fd >= 0)

@@ -45,9 +45,14 @@ enum sbx_tx_kind {
    never shares its parent's handle: it opens its own. */
 int sbx_db_open(const char *path, const struct sbx_db_settings *set,
 		struct sbx_db **db_r);
-/* Drops one reference; the last one finalizes every statement and closes
-   the connection. Accepts *db == NULL; sets *db to NULL. */
+/* Drops one reference. After the last one the handle is kept open (one
+   per process: "parked") and the next sbx_db_open() of the same file with
+   the same settings reuses it; a handle whose last operation failed is
+   closed at once. Accepts *db == NULL; sets *db to NULL. */
 void sbx_db_close(struct sbx_db **db);
+/* sbx_db_close() keeps the last handle closed without errors open, to be
+   opened again cheaply; this closes it (at process or plugin end). */
+void sbx_db_close_parked(void);
 
 /* The cause of the last failure and a message owned by db, valid until the
    next call on db. */

@@ -343,3 +343,40 @@ Test(db, close_accepts_null)
 	sbx_db_close(&db);
 	cr_assert_null(db);
 }
+
+/* The last handle closed is kept and reused for the same file and
+   settings; a replaced file or other settings get a new connection (one
+   that has made no change yet: addresses may be reused). */
+Test(db, a_closed_handle_is_reused_for_the_same_file_only)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct sbx_db *db;
+
+	fixture_mailbox("INBOX");
+	cr_assert_gt(sqlite3_total_changes64(sbx_db_get_sqlite(fixture_db)),
+		     0);
+	sbx_db_close(&fixture_db);
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0);
+	cr_assert_gt(sqlite3_total_changes64(sbx_db_get_sqlite(fixture_db)),
+		     0, "parked and reused");
+
+	set.lock_timeout_msecs = FIXTURE_LOCK_TIMEOUT_MSECS + 1;
+	sbx_db_close(&fixture_db);
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), 0);
+	cr_assert_eq(sqlite3_total_changes64(sbx_db_get_sqlite(db)), 0,
+		     "other settings: a new connection");
+	sbx_db_close(&db);
+
+	/* a new file at the same path (a restore by copy, a new user) */
+	cr_assert_eq(rename(fixture_path, fixture_file("old.sqlite")), 0);
+	set = fixture_settings();
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
+		     fixture_error());
+	{
+		struct sbx_mailbox mb;
+
+		cr_assert_eq(sbx_mailbox_lookup(fixture_db, "INBOX", &mb), 0,
+			     "another file: the new, empty one");
+	}
+	sbx_db_close_parked();
+}
