@@ -74,6 +74,7 @@ container-check: deb container-image
 	rm -rf $(CONTAINER_MODULES) && mkdir -p $(CONTAINER_MODULES)
 	@cid=$$($(PODMAN) create $(PODMAN_LIMITS) $(CONTAINER_IMAGE)) && \
 	for f in lib20_sqlbox_plugin.so lib21_sqlbox_lmtp_plugin.so \
+		lib95_submission_sqlbox_plugin.so \
 		doveadm/lib10_doveadm_sqlbox_plugin.so; do \
 		$(PODMAN) cp $$cid:$(dovecot_moduledir)/$$f $(CONTAINER_MODULES)/ || \
 			{ $(PODMAN) rm $$cid >/dev/null; exit 1; }; \
