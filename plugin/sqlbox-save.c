@@ -5,9 +5,10 @@
    normalisation (the one place it happens) into a temporary stream, which
    save_finish hashes with SHA-256; its index record is appended with UID
    0. Nothing touches SQL until the transaction commits, so no lock is
-   ever held while a client sends a literal. In commit_pre, under the write lock: the mailbox is
-   pulled (the index must know every UID already given out), the new UIDs
-   are the next ones after SQL's uidnext, bodies are stored (or found by
+   ever held while a client sends a literal. In commit_pre, under the
+   write lock: the mailbox is pulled (the index must know every UID
+   already given out; a mailbox opened only to save learns just UIDNEXT),
+   the new UIDs are the next ones after SQL's uidnext, bodies are stored (or found by
    hash and shared) and rows inserted; SQL commits before the index does.
    A COPY or MOVE within the user's database stores no body: the new row
    points at the source's body and raises its reference count. */

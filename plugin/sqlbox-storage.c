@@ -297,7 +297,6 @@ sqlbox_mailbox_get_open_status(struct mailbox *box,
 			       struct mailbox_status *status_r)
 {
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
-
 	struct sbx_mailbox row;
 	int ret;
 

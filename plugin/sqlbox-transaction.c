@@ -116,7 +116,8 @@ fail:
    the transaction changes is compared with its current MODSEQ; those
    changed since are dropped from the transaction and reported as
    conflicts (MODIFIED), as lib-index would. */
-static int sqlbox_transaction_check_unchanged(struct mailbox_transaction_context *t)
+static int
+sqlbox_transaction_check_unchanged(struct mailbox_transaction_context *t)
 {
 	struct mail_index_transaction *itrans = t->itrans;
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(t->box);
@@ -145,7 +146,8 @@ static int sqlbox_transaction_check_unchanged(struct mailbox_transaction_context
 
 /* dsync raises a message's MODSEQ to its other copy's (mail_update_modseq):
    SQL is raised too, so every process sees the same value. */
-static int sqlbox_transaction_apply_modseqs(struct mailbox_transaction_context *t)
+static int
+sqlbox_transaction_apply_modseqs(struct mailbox_transaction_context *t)
 {
 	struct mail_index_transaction *itrans = t->itrans;
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(t->box);
