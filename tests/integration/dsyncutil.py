@@ -100,8 +100,15 @@ def dsync_server_cmd(inst, user, location=None, options=()):
     runs with the parent's settings (here: "namespace configuration error:
     inbox=yes namespace missing"). A bare `doveadm` as the first word is
     worse: the sync ends at once with exit code 0 having done nothing."""
-    cmd = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-           "doveadm", "-c", str(inst.conf)]
+    cmd = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    # under make asan: the sanitizer runtime's wrappers come first in
+    # PATH, and its reports go to the run's log folder
+    if "ASAN_OPTIONS" in os.environ:
+        cmd = ["env", "-i", "PATH=" + os.environ.get("PATH", "")] + [
+            "%s=%s" % (k, os.environ[k]) for k in
+            ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS", "GDB")
+            if k in os.environ]
+    cmd += ["doveadm", "-c", str(inst.conf)]
     if location is not None:
         cmd += ["-o", "mail_location=" + location]
     for opt in options:
