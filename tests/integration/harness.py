@@ -68,6 +68,30 @@ def build_dir():
     return Path(os.environ.get("SQLBOX_BUILD") or REPO / "build" / "default")
 
 
+
+DOVEADM_MODULE = "/usr/lib/dovecot/modules/doveadm/lib10_doveadm_sqlbox_plugin.so"
+
+
+@contextlib.contextmanager
+def linked_doveadm_module():
+    """doveadm loads plugins only from its own module directory: links the
+    built lib10_doveadm_sqlbox_plugin.so there for the duration (as root;
+    skips otherwise), unless one is there already."""
+    import pytest
+    if os.getuid() != 0:
+        pytest.skip("needs root to link the doveadm module into %s"
+                    % os.path.dirname(DOVEADM_MODULE))
+    built = os.path.join(build_dir(), "lib10_doveadm_sqlbox_plugin.so")
+    assert os.path.exists(built), "doveadm module not built: run make"
+    existed = os.path.lexists(DOVEADM_MODULE)
+    if not existed:
+        os.symlink(os.path.abspath(built), DOVEADM_MODULE)
+    try:
+        yield
+    finally:
+        if not existed:
+            os.unlink(DOVEADM_MODULE)
+
 def sqlbox_only(instance):
     """Skips the rest of a test unless the backend is sqlbox: for the
     sqlite-specific checks, in the suite's self-check mode."""

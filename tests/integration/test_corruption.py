@@ -20,26 +20,15 @@ import subprocess
 
 import pytest
 
-from harness import append, check, sqlbox_only
+from harness import linked_doveadm_module, append, check, sqlbox_only
 
-DOVEADM_MODULE = "/usr/lib/dovecot/modules/doveadm/lib10_doveadm_sqlbox_plugin.so"
 MESSAGE = b"From: a@example.org\r\nSubject: keep me\r\n\r\nprecious\r\n"
 
 @pytest.fixture(scope="module", autouse=True)
 def doveadm_module(dovecot):
     sqlbox_only(dovecot)
-    if os.getuid() != 0:
-        pytest.skip("needs root to link the doveadm module into %s"
-                    % os.path.dirname(DOVEADM_MODULE))
-    built = os.path.join(os.environ.get("SQLBOX_BUILD", "build/default"),
-                         "lib10_doveadm_sqlbox_plugin.so")
-    assert os.path.exists(built), "doveadm module not built: run make"
-    existed = os.path.lexists(DOVEADM_MODULE)
-    if not existed:
-        os.symlink(os.path.abspath(built), DOVEADM_MODULE)
-    yield
-    if not existed:
-        os.unlink(DOVEADM_MODULE)
+    with linked_doveadm_module():
+        yield
 
 
 def digest(dovecot, user):

@@ -14,9 +14,8 @@ import threading
 import pytest
 
 import corpus
-from harness import append, check, mbox
+from harness import linked_doveadm_module, append, check, mbox
 
-DOVEADM_MODULE = "/usr/lib/dovecot/modules/doveadm/lib10_doveadm_sqlbox_plugin.so"
 EX_DATAERR = 65
 
 
@@ -24,18 +23,8 @@ EX_DATAERR = 65
 def doveadm_module(dovecot):
     if not dovecot.is_sqlbox:
         pytest.skip("sqlbox-only (backend %s)" % dovecot.backend)
-    if os.getuid() != 0:
-        pytest.skip("needs root to link the doveadm module into %s"
-                    % os.path.dirname(DOVEADM_MODULE))
-    built = os.path.join(os.environ.get("SQLBOX_BUILD", "build/default"),
-                         "lib10_doveadm_sqlbox_plugin.so")
-    assert os.path.exists(built), "doveadm module not built: run make"
-    existed = os.path.lexists(DOVEADM_MODULE)
-    if not existed:
-        os.symlink(os.path.abspath(built), DOVEADM_MODULE)
-    yield
-    if not existed:
-        os.unlink(DOVEADM_MODULE)
+    with linked_doveadm_module():
+        yield
 
 
 def sqlbox(dovecot, user, *args, check=True):

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from harness import REPO, append, check, sqlbox_only
+from harness import linked_doveadm_module, REPO, append, check, sqlbox_only
 
 # The metric blocks PLUGIN.md gives operators, exactly as written there.
 METRIC_BLOCKS = re.findall(r"^```\n(metric sqlbox_transactions .*?)^```",
@@ -33,7 +33,6 @@ plugin {
 """
 DOVECOT_OPTIONS = {"extra_conf": METRICS_CONF}
 
-DOVEADM_MODULE = "/usr/lib/dovecot/modules/doveadm/lib10_doveadm_sqlbox_plugin.so"
 
 
 @pytest.fixture(autouse=True)
@@ -145,18 +144,8 @@ def test_lock_timeout_is_counted(dovecot, user):
 
 @pytest.fixture
 def doveadm_module(dovecot):
-    if os.getuid() != 0:
-        pytest.skip("needs root to link the doveadm module into %s"
-                    % os.path.dirname(DOVEADM_MODULE))
-    built = os.path.join(os.environ.get("SQLBOX_BUILD", "build/default"),
-                         "lib10_doveadm_sqlbox_plugin.so")
-    assert os.path.exists(built), "doveadm module not built: run make"
-    existed = os.path.lexists(DOVEADM_MODULE)
-    if not existed:
-        os.symlink(os.path.abspath(built), DOVEADM_MODULE)
-    yield
-    if not existed:
-        os.unlink(DOVEADM_MODULE)
+    with linked_doveadm_module():
+        yield
 
 
 def test_purge_is_counted(dovecot, user, doveadm_module):
