@@ -8,9 +8,12 @@
 #include "istream.h"
 #include "str.h"
 #include "index-mail.h"
+#include "imap-bodystructure.h"
+#include "sbx-body.h"
 #include "sbx-db.h"
 #include "sbx-msg.h"
 #include "sqlbox-istream.h"
+#include "sqlbox-parsed.h"
 #include "sqlbox-save.h"
 #include "sqlbox-error.h"
 #include "sqlbox-storage.h"
@@ -30,6 +33,15 @@ struct sqlbox_mail {
 	time_t received_date, save_date;
 	const char *guid, *pop3_uidl, *from_envelope;
 	uint32_t pop3_order;
+
+	/* the parsed fields kept with the body (sqlbox-parsed.c), looked
+	   up once per mail: lookup state per field (0 not yet, 1 kept, -1
+	   not kept) and the values */
+	int parsed_state[2];
+	const unsigned char *parsed[2];
+	size_t parsed_size[2];
+	/* the header stream made from the kept header lines */
+	struct istream *header_stream;
 };
 
 #define SQLBOX_MAIL(m) (container_of(m, struct sqlbox_mail, imail.mail.mail))
@@ -54,6 +66,8 @@ static void sqlbox_mail_close(struct mail *_mail)
 	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
 
 	mail->have_row = FALSE;
+	i_zero(&mail->parsed_state);
+	i_stream_unref(&mail->header_stream);
 	index_mail_close(_mail);
 }
 
@@ -70,6 +84,7 @@ static int sqlbox_mail_lookup(struct sqlbox_mail *mail)
 
 	if (mail->have_row && mail->row_uid == _mail->uid)
 		return 0;
+	i_zero(&mail->parsed_state);
 	/* a row lookup is metadata access: callers that allow only cached
 	   data (MAIL_LOOKUP_ABORT_NOT_IN_CACHE) get "aborted" */
 	if (!mail_metadata_access_start(_mail))
@@ -207,6 +222,129 @@ sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 				      stream_r);
 }
 
+/* One parsed field of the mail's body: 1 with its value (NUL-terminated
+   after *size_r bytes, in the mail's data pool), 0 if the save kept none
+   (the caller parses the body), -1 on error. */
+static int sqlbox_mail_get_parsed(struct sqlbox_mail *mail,
+				  enum sbx_body_parsed_field field,
+				  const unsigned char **data_r, size_t *size_r)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	struct sbx_db *db = sqlbox_mailbox_get_db(SQLBOX_MAILBOX(_mail->box));
+	const void *data;
+	size_t size;
+	int ret;
+
+	if (sqlbox_mail_lookup(mail) < 0)
+		return -1;
+	if (mail->parsed_state[field] == 0) {
+		ret = sbx_body_get_parsed(db, mail->body_id, field,
+					  &data, &size);
+		if (ret < 0) {
+			sqlbox_set_box_error(_mail->box, db);
+			return -1;
+		}
+		mail->parsed_state[field] = ret > 0 ? 1 : -1;
+		if (ret > 0) {
+			mail->parsed[field] = p_memdup(
+				mail->imail.mail.data_pool, data, size + 1);
+			mail->parsed_size[field] = size;
+		}
+	}
+	if (mail->parsed_state[field] < 0)
+		return 0;
+	*data_r = mail->parsed[field];
+	*size_r = mail->parsed_size[field];
+	return 1;
+}
+
+/* Header fields in the kept set come from the kept lines: header SEARCH,
+   FETCH BODY[HEADER.FIELDS (...)] and ENVELOPE (which Dovecot builds from
+   this stream) read no body. */
+static int
+sqlbox_mail_get_header_stream(struct mail *_mail,
+			      struct mailbox_header_lookup_ctx *headers,
+			      struct istream **stream_r)
+{
+	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
+	const unsigned char *data;
+	unsigned int i;
+	string_t *dest;
+	size_t size;
+	int ret;
+
+	/* a mail being saved has no row yet; a BODYSTRUCTURE being parsed
+	   wants index-mail to read the real header. SEARCH's first pass
+	   (cached data only) gets what index-mail gives, as on Dovecot's
+	   own backends: a header answer there would settle a SENTBEFORE
+	   that the second pass decides from the parsed date instead. */
+	if (_mail->saving || mail->imail.data.save_bodystructure_header ||
+	    _mail->lookup_abort != MAIL_LOOKUP_ABORT_NEVER)
+		return index_mail_get_header_stream(_mail, headers, stream_r);
+	for (i = 0; i < headers->count; i++) {
+		if (!sqlbox_parsed_keeps_header(headers->name[i]))
+			return index_mail_get_header_stream(_mail, headers,
+							    stream_r);
+	}
+	ret = sqlbox_mail_get_parsed(mail, SBX_BODY_PARSED_FIELD_HEADERS,
+				     &data, &size);
+	if (ret <= 0) {
+		return ret < 0 ? -1 :
+			index_mail_get_header_stream(_mail, headers, stream_r);
+	}
+	dest = str_new(mail->imail.mail.data_pool, size + 1);
+	if (!sqlbox_parsed_filter_headers(data, size, headers->name,
+					  headers->count, dest))
+		i_unreached();
+	i_stream_unref(&mail->header_stream);
+	mail->header_stream = i_stream_create_from_data(str_data(dest),
+							str_len(dest));
+	*stream_r = mail->header_stream;
+	return 0;
+}
+
+/* BODYSTRUCTURE as the save kept it, and BODY made from it; NULL if the
+   save kept none. */
+static int sqlbox_mail_get_bodystructure(struct sqlbox_mail *mail,
+					 enum mail_fetch_field field,
+					 const char **value_r)
+{
+	struct index_mail_data *data = &mail->imail.data;
+	const unsigned char *value;
+	const char *error;
+	string_t *body;
+	size_t size;
+	int ret;
+
+	*value_r = NULL;
+	if (data->bodystructure == NULL) {
+		ret = sqlbox_mail_get_parsed(mail,
+			SBX_BODY_PARSED_FIELD_BODYSTRUCTURE, &value, &size);
+		if (ret <= 0)
+			return ret;
+		data->bodystructure = (const char *)value;
+	}
+	if (field == MAIL_FETCH_IMAP_BODYSTRUCTURE) {
+		*value_r = data->bodystructure;
+		return 0;
+	}
+	if (data->body == NULL) {
+		body = str_new(mail->imail.mail.data_pool, 128);
+		if (imap_body_parse_from_bodystructure(data->bodystructure,
+						       body, &error) < 0) {
+			/* a kept value that doesn't parse: parse the body */
+			e_warning(mail_event(&mail->imail.mail.mail),
+				  "sqlbox: kept BODYSTRUCTURE is invalid: %s",
+				  error);
+			data->bodystructure = NULL;
+			return 0;
+		}
+		data->body = str_c(body);
+	}
+	*value_r = data->body;
+	return 0;
+}
+
 static int
 sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 			const char **value_r)
@@ -217,6 +355,13 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 		return index_mail_get_special(_mail, field, value_r);
 
 	switch (field) {
+	case MAIL_FETCH_IMAP_BODY:
+	case MAIL_FETCH_IMAP_BODYSTRUCTURE:
+		if (sqlbox_mail_get_bodystructure(mail, field, value_r) < 0)
+			return -1;
+		if (*value_r != NULL)
+			return 0;
+		return index_mail_get_special(_mail, field, value_r);
 	case MAIL_FETCH_GUID:
 	case MAIL_FETCH_UIDL_BACKEND:
 	case MAIL_FETCH_POP3_ORDER:
@@ -300,7 +445,7 @@ struct mail_vfuncs sqlbox_mail_vfuncs = {
 	.get_physical_size = sqlbox_mail_get_size,
 	.get_first_header = index_mail_get_first_header,
 	.get_headers = index_mail_get_headers,
-	.get_header_stream = index_mail_get_header_stream,
+	.get_header_stream = sqlbox_mail_get_header_stream,
 	.get_stream = sqlbox_mail_get_stream,
 	.get_binary_stream = index_mail_get_binary_stream,
 	.get_special = sqlbox_mail_get_special,

@@ -35,6 +35,7 @@
 #include "sqlbox-error.h"
 #include "sqlbox-settings.h"
 #include "sqlbox-istream.h"
+#include "sqlbox-parsed.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
 #include "sqlbox-save.h"
@@ -68,6 +69,9 @@ struct sqlbox_save_mail {
 	const char *message_id;
 	/* dsync: the source's MODSEQ, which the copy must not go below */
 	uint64_t min_modseq;
+	/* a save's parsed fields, kept with its body */
+	struct sqlbox_parsed parsed;
+	bool have_parsed;
 };
 
 struct sqlbox_save_context {
@@ -304,6 +308,32 @@ static const char *sqlbox_save_get_message_id(struct istream *spool)
 	return value == NULL || *value == '\0' ? NULL : value;
 }
 
+/* Parses a spooled message (its plaintext) for the fields kept with its
+   body. Returns 0, or -1 with the mail's error set. */
+static int sqlbox_save_parse(struct sqlbox_save_context *ctx,
+			     struct sqlbox_save_mail *smail,
+			     struct istream *plain)
+{
+	struct mail *mail = ctx->ctx.dest_mail;
+	struct istream *input;
+	const char *error;
+	int ret;
+
+	if (!sqlbox_parsed_allowed(ctx->mbox->box.storage->user))
+		return 0;
+	/* a limit stream starts where its parent is: at the start */
+	i_stream_seek(plain, 0);
+	input = i_stream_create_limit(plain, UOFF_T_MAX);
+	ret = sqlbox_parsed_parse(input, ctx->pool, &smail->parsed, &error);
+	i_stream_unref(&input);
+	if (ret < 0) {
+		mail_set_critical(mail, "sqlbox: %s", error);
+		return -1;
+	}
+	smail->have_parsed = TRUE;
+	return 0;
+}
+
 /* The Sent-copy dedup (DESIGN.md section 6): a save into the \Sent
    special-use mailbox whose Message-ID was saved there within
    sqlbox_sent_dedup_window is the same message sent twice, once by the
@@ -403,6 +433,9 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 
 	if (!ctx->failed && spool_wrapped &&
 	    mail_get_stream(_ctx->dest_mail, NULL, NULL, &plain) < 0)
+		ctx->failed = TRUE;
+	if (!ctx->failed && sqlbox_save_parse(ctx, smail, spool_wrapped ?
+					      plain : smail->input) < 0)
 		ctx->failed = TRUE;
 	if (!ctx->failed) {
 		sqlbox_save_set_data(ctx, smail);
@@ -607,6 +640,11 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	ret = sqlbox_save_store_body(ctx, smail, &msg.body_id);
 	if (ret < 0)
 		return ret;
+	if (smail->have_parsed &&
+	    sbx_body_set_parsed(db, msg.body_id, smail->parsed.headers,
+				smail->parsed.headers_size,
+				smail->parsed.bodystructure) < 0)
+		return -1;
 	msg.uid = uid;
 	msg.guid = smail->guid;
 	msg.flags = smail->flags;

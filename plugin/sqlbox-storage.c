@@ -413,6 +413,10 @@ struct mail_storage sqlbox_storage = {
 	.class_flags = MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_GUIDS |
 		MAIL_STORAGE_CLASS_FLAG_HAVE_MAIL_SAVE_GUIDS |
 		MAIL_STORAGE_CLASS_FLAG_BINARY_DATA,
+	/* kept at save (sqlbox-parsed.c): preparing a mail for them opens
+	   no body; a mail saved without them is parsed when asked */
+	.nonbody_access_fields = MAIL_FETCH_IMAP_ENVELOPE |
+		MAIL_FETCH_IMAP_BODY | MAIL_FETCH_IMAP_BODYSTRUCTURE,
 	.event_category = &event_category_sqlbox,
 	.v = {
 		.alloc = sqlbox_storage_alloc,

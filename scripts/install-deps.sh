@@ -28,8 +28,9 @@ packages=(
 	fetchmail getmail6 isync dovecot-sieve
 	# full-text search stacked on sqlbox (tests/integration/test_stacking.py)
 	dovecot-fts-xapian
-	# submission tests: SMTP client and the recording relay sink
-	swaks python3-aiosmtpd
+	# submission tests: SMTP client and the recording relay sink; swaks
+	# speaks TLS through Net::SSLeay, only a recommendation of its package
+	swaks libnet-ssleay-perl libio-socket-ssl-perl python3-aiosmtpd
 	# libFuzzer targets (make fuzz, the short run in make check)
 	clang libclang-rt-14-dev
 	# the demo's relay (scripts/demo-relay.sh) and ss, which its test

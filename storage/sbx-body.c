@@ -391,3 +391,60 @@ int sbx_body_read(struct sbx_db *db, int64_t body_id, uint64_t offset,
 		*read_r = 0;
 	return ret;
 }
+
+int sbx_body_set_parsed(struct sbx_db *db, int64_t body_id,
+			const void *headers, size_t headers_size,
+			const char *bodystructure)
+{
+	/* a zero-length blob needs a non-NULL pointer to stay one */
+	static const char empty[1];
+	sqlite3_stmt *stmt;
+	int ret;
+
+	if (sbx_db_require_write(db, "keep parsed fields") < 0)
+		return -1;
+	if (headers != NULL && headers_size == 0)
+		headers = empty;
+	if (sbx_stmt_get(db, SBX_STMT_BODY_PARSED_SET, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, body_id) < 0 ||
+	    sbx_bind_blob(db, stmt, 2, headers, headers_size) < 0 ||
+	    sbx_bind_blob(db, stmt, 3, bodystructure,
+			  bodystructure == NULL ? 0 : strlen(bodystructure)) < 0)
+		ret = -1;
+	else
+		ret = sbx_stmt_exec(db, stmt, "keep parsed fields of body %lld",
+				    (long long)body_id);
+	sbx_stmt_put(db, stmt);
+	return ret;
+}
+
+int sbx_body_get_parsed(struct sbx_db *db, int64_t body_id,
+			enum sbx_body_parsed_field field,
+			const void **data_r, size_t *size_r)
+{
+	sqlite3_stmt *stmt;
+	int col = field == SBX_BODY_PARSED_FIELD_HEADERS ? 0 : 1;
+	int ret;
+
+	if (sbx_stmt_get(db, SBX_STMT_BODY_PARSED_GET, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, body_id) < 0)
+		ret = -1;
+	else
+		ret = sbx_stmt_step_row(db, stmt, "look up parsed fields of "
+					"body %lld", (long long)body_id);
+	if (ret > 0 && sqlite3_column_type(stmt, col) == SQLITE_NULL)
+		ret = 0;
+	if (ret > 0) {
+		/* blob before bytes, as SQLite asks; the blob is NULL for a
+		   zero-length value, and keep_blob still gives a buffer */
+		const void *data = sqlite3_column_blob(stmt, col);
+
+		*size_r = (size_t)sqlite3_column_bytes(stmt, col);
+		if (sbx_db_keep_blob(db, data, *size_r, data_r) < 0)
+			ret = -1;
+	}
+	sbx_stmt_put(db, stmt);
+	return ret;
+}

@@ -54,4 +54,35 @@ void sbx_body_writer_abort(struct sbx_body_writer **writer);
 int sbx_body_read(struct sbx_db *db, int64_t body_id, uint64_t offset,
 		  void *buf, size_t size, size_t *read_r);
 
+/* Parsed fields kept with a body (schema version 3), so that reading a
+   message's ENVELOPE, BODYSTRUCTURE or common header fields doesn't parse
+   its content. SBX_BODY_PARSED_HEADERS is the header set, lowercase: the
+   envelope's fields and those mail clients fetch for their message
+   lists. Changing it takes a migration that clears the column. */
+#define SBX_BODY_PARSED_HEADERS \
+	"date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", \
+	"in-reply-to", "message-id", "references", "content-type", \
+	"priority", "x-priority", "importance", "newsgroups", "list-id"
+
+enum sbx_body_parsed_field {
+	/* the lines of the set's fields, raw, in order, LF-ended */
+	SBX_BODY_PARSED_FIELD_HEADERS,
+	/* the IMAP BODYSTRUCTURE, extended */
+	SBX_BODY_PARSED_FIELD_BODYSTRUCTURE,
+};
+
+/* Keeps the parsed fields of body_id; either may be NULL (not kept), and
+   zero-length headers mean none of the set's fields is there. A body
+   that has them already keeps its own. The caller holds an SBX_TX_WRITE
+   transaction. Returns 0 or -1. */
+int sbx_body_set_parsed(struct sbx_db *db, int64_t body_id,
+			const void *headers, size_t headers_size,
+			const char *bodystructure);
+/* Looks up one parsed field of body_id: 1 with *data_r (NUL-terminated
+   after *size_r bytes; borrowed until the next call on the handle), 0 if
+   it wasn't kept, -1 on error. */
+int sbx_body_get_parsed(struct sbx_db *db, int64_t body_id,
+			enum sbx_body_parsed_field field,
+			const void **data_r, size_t *size_r);
+
 #endif

@@ -37,16 +37,6 @@ def sqlbox(dovecot, user, *args, check=True):
     return p
 
 
-def operator_sql(dovecot, user, sql):
-    """Changes the database as PLUGIN.md tells an operator to: as the mail
-    user, holding the lock file, without a checkpoint at close."""
-    db = str(dovecot.db_path(user))
-    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
-                    "--clear-groups", "flock", db + ".lock", "sqlite3",
-                    "-cmd", ".dbconfig no_ckpt_on_close on", db, sql],
-                   check=True, timeout=60)
-
-
 def fields(p):
     return dict(kv.split("=", 1) for kv in p.stdout.split())
 
@@ -85,7 +75,7 @@ PLANTED = [
 @pytest.mark.parametrize("what,sql", PLANTED, ids=[p[0] for p in PLANTED])
 def test_check_finds_and_repairs(dovecot, user, what, sql):
     fill(dovecot, user, "INBOX", 5, 100)
-    operator_sql(dovecot, user, sql)
+    dovecot.operator_sql(user, sql)
     p = sqlbox(dovecot, user, "check", check=False)
     assert p.returncode == EX_DATAERR, (what, p.returncode, p.stdout)
     assert p.stdout.strip(), what

@@ -292,3 +292,75 @@ Test(body, rolled_back_body_leaves_nothing)
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_chunks"), 0);
 	free(data);
 }
+
+Test(body, parsed_fields_read_back_and_go_with_the_body)
+{
+	int64_t inbox = fixture_mailbox("INBOX");
+	const char *text = "Subject: parsed\r\n\r\nparsed\r\n";
+	const char *hdr = "Subject: parsed\r\n";
+	const char *bs = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 8 1)";
+	const void *data;
+	size_t size;
+	uint32_t uid;
+	int64_t body;
+
+	fixture_begin();
+	body = fixture_body(text, strlen(text), 1);
+	uid = fixture_append(inbox, body, 0);
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, hdr, strlen(hdr),
+					 bs), 0, "%s", fixture_error());
+	/* a second save sharing the body keeps the first row */
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, "X", 1, NULL), 0);
+	fixture_commit();
+
+	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
+					 SBX_BODY_PARSED_FIELD_HEADERS,
+					 &data, &size), 1);
+	cr_assert_eq(size, strlen(hdr));
+	cr_assert_str_eq(data, hdr);
+	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
+					 SBX_BODY_PARSED_FIELD_BODYSTRUCTURE,
+					 &data, &size), 1);
+	cr_assert_str_eq(data, bs);
+
+	fixture_begin();
+	cr_assert_eq(sbx_msg_expunge(fixture_db, inbox, uid, 1 << 20), 1);
+	fixture_commit();
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_parsed"), 0,
+		     "freeing the body frees its parsed fields");
+	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
+					 SBX_BODY_PARSED_FIELD_HEADERS,
+					 &data, &size), 0);
+}
+
+/* NULL is "not kept" (readers parse), a zero-length value "none of the
+   fields is there" (readers parse nothing). */
+Test(body, parsed_fields_tell_empty_from_not_kept)
+{
+	const char *text = "x\r\n";
+	const void *data;
+	size_t size = 99;
+	int64_t body;
+
+	fixture_begin();
+	body = fixture_body(text, strlen(text), 1);
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, "", 0, NULL), 0);
+	fixture_commit();
+	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
+					 SBX_BODY_PARSED_FIELD_HEADERS,
+					 &data, &size), 1);
+	cr_assert_eq(size, 0);
+	cr_assert_str_eq(data, "");
+	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
+					 SBX_BODY_PARSED_FIELD_BODYSTRUCTURE,
+					 &data, &size), 0);
+	cr_assert_eq(sbx_body_get_parsed(fixture_db, body + 1,
+					 SBX_BODY_PARSED_FIELD_HEADERS,
+					 &data, &size), 0, "no row");
+}
+
+Test(body, parsed_fields_need_a_write_transaction)
+{
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, 1, "", 0, NULL), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INTERNAL);
+}

@@ -29,7 +29,7 @@ static void raw_exec(const char *path, const char *sql)
 
 Test(migrate, code_version_is_the_last_migration)
 {
-	cr_assert_eq(sbx_db_code_schema_version(), 2);
+	cr_assert_eq(sbx_db_code_schema_version(), 3);
 }
 
 /* A version 1 database (made here by undoing version 2) is migrated at
@@ -41,12 +41,14 @@ Test(migrate, a_version_1_database_is_upgraded)
 
 	sbx_db_close(&fixture_db);
 	raw_exec(fixture_path,
+		 "DROP TRIGGER bodies_after_delete;"
+		 "DROP TABLE body_parsed;"
 		 "DROP TRIGGER expunged_after_delete;"
 		 "ALTER TABLE mailboxes DROP COLUMN pruned_modseq;"
 		 "PRAGMA user_version = 1;");
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
 		     fixture_error());
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 2);
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 3);
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM mailboxes"
 				     " WHERE name = 'INBOX'"), 1);
 	raw_exec(fixture_path,
@@ -55,6 +57,30 @@ Test(migrate, a_version_1_database_is_upgraded)
 		 "DELETE FROM expunged;");
 	cr_assert_eq(fixture_sql_int("SELECT pruned_modseq FROM mailboxes"),
 		     70000, "mailbox %lld", (long long)id);
+}
+
+/* A version 2 database gains body_parsed; its bodies have no row there
+   (readers parse them), and the trigger frees a row with its body. */
+Test(migrate, a_version_2_database_gains_parsed_fields)
+{
+	struct sbx_db_settings set = fixture_settings();
+	int64_t inbox = fixture_mailbox("INBOX");
+
+	(void)fixture_append_text(inbox, "Subject: old\r\n\r\nold\r\n", 0);
+	sbx_db_close(&fixture_db);
+	raw_exec(fixture_path,
+		 "DROP TRIGGER bodies_after_delete;"
+		 "DROP TABLE body_parsed;"
+		 "PRAGMA user_version = 2;");
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
+		     fixture_error());
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 3);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_parsed"), 0);
+	raw_exec(fixture_path,
+		 "INSERT INTO body_parsed(body_id, headers)"
+		 " SELECT id, x'' FROM bodies;"
+		 "DELETE FROM messages;");
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_parsed"), 0);
 }
 
 Test(migrate, newer_schema_version_is_refused_as_corrupt)
@@ -68,7 +94,7 @@ Test(migrate, newer_schema_version_is_refused_as_corrupt)
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
 	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_CORRUPT);
 	cr_assert(strstr(msg, "database schema version 99 is newer than "
-			 "this sqlbox supports (2)") != NULL, "%s", msg);
+			 "this sqlbox supports (3)") != NULL, "%s", msg);
 	sbx_db_close(&db);
 	/* A refused handle is not kept: a later open tries again. */
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
@@ -341,6 +367,8 @@ Test(migrate, failed_upgrade_leaves_version_1_intact)
 	fixture_mailbox("Kept");
 	sbx_db_close(&fixture_db);
 	raw_exec(fixture_path,
+		 "DROP TRIGGER bodies_after_delete;"
+		 "DROP TABLE body_parsed;"
 		 "DROP TRIGGER expunged_after_delete;"
 		 "PRAGMA user_version = 1;");
 	read_schema(fixture_path, &before);
