@@ -14,6 +14,7 @@
 #include "sbx-msg.h"
 #include "sqlbox-istream.h"
 #include "sqlbox-parsed.h"
+#include "sqlbox-rows.h"
 #include "sqlbox-save.h"
 #include "sqlbox-error.h"
 #include "sqlbox-storage.h"
@@ -22,24 +23,12 @@
 struct sqlbox_mail {
 	struct index_mail imail;
 
-	/* the message's row, valid while have_row and row_uid == uid */
-	bool have_row;
-	uint32_t row_uid;
-	int64_t body_id;
-	/* the bytes stored, and the message's size: they differ when zlib
-	   or mail_crypt transform what is stored; Dovecot's physical and
-	   virtual sizes are both the message's, CRLF as stored */
-	uoff_t size, virtual_size;
-	time_t received_date, save_date;
-	const char *guid, *pop3_uidl, *from_envelope;
-	uint32_t pop3_order;
-
-	/* the parsed fields kept with the body (sqlbox-parsed.c), looked
-	   up once per mail: lookup state per field (0 not yet, 1 kept, -1
-	   not kept) and the values */
-	int parsed_state[2];
-	const unsigned char *parsed[2];
-	size_t parsed_size[2];
+	/* the message's row (sqlbox-rows.c), valid while row != NULL and
+	   row->uid == uid, in row_pool, which the mail keeps referenced.
+	   Dovecot's physical and virtual sizes are both the row's
+	   virtual_size, the message's CRLF size. */
+	const struct sqlbox_row *row;
+	pool_t row_pool;
 	/* the header stream made from the kept header lines */
 	struct istream *header_stream;
 };
@@ -65,9 +54,10 @@ static void sqlbox_mail_close(struct mail *_mail)
 {
 	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
 
-	mail->have_row = FALSE;
-	i_zero(&mail->parsed_state);
 	i_stream_unref(&mail->header_stream);
+	mail->row = NULL;
+	if (mail->row_pool != NULL)
+		pool_unref(&mail->row_pool);
 	index_mail_close(_mail);
 }
 
@@ -77,38 +67,29 @@ static int sqlbox_mail_lookup(struct sqlbox_mail *mail)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(_mail->box);
-	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
-	pool_t pool = mail->imail.mail.data_pool;
-	struct sbx_msg msg;
+	const struct sqlbox_row *row;
+	pool_t pool;
 	int ret;
 
-	if (mail->have_row && mail->row_uid == _mail->uid)
+	if (mail->row != NULL && mail->row->uid == _mail->uid)
 		return 0;
-	i_zero(&mail->parsed_state);
 	/* a row lookup is metadata access: callers that allow only cached
 	   data (MAIL_LOOKUP_ABORT_NOT_IN_CACHE) get "aborted" */
 	if (!mail_metadata_access_start(_mail))
 		return -1;
-	ret = sbx_msg_lookup(db, mbox->mailbox_id, _mail->uid, &msg);
+	ret = sqlbox_rows_lookup(mbox, _mail->uid, &row, &pool);
 	if (ret < 0) {
-		sqlbox_set_box_error(_mail->box, db);
+		sqlbox_set_box_error(_mail->box, sqlbox_mailbox_get_db(mbox));
 		return -1;
 	}
 	if (ret == 0) {
 		mail_set_expunged(_mail);
 		return -1;
 	}
-	mail->have_row = TRUE;
-	mail->row_uid = _mail->uid;
-	mail->body_id = msg.body_id;
-	mail->size = msg.physical_size;
-	mail->virtual_size = msg.virtual_size;
-	mail->received_date = (time_t)msg.received_date;
-	mail->save_date = (time_t)msg.save_date;
-	mail->guid = p_strdup(pool, msg.guid);
-	mail->pop3_uidl = p_strdup(pool, msg.pop3_uidl);
-	mail->from_envelope = p_strdup(pool, msg.from_envelope);
-	mail->pop3_order = msg.pop3_order;
+	if (mail->row_pool != NULL)
+		pool_unref(&mail->row_pool);
+	mail->row = row;
+	mail->row_pool = pool;
 	return 0;
 }
 
@@ -120,8 +101,8 @@ static int sqlbox_mail_get_received_date(struct mail *_mail, time_t *date_r)
 		return index_mail_get_received_date(_mail, date_r);
 	if (sqlbox_mail_lookup(mail) < 0)
 		return -1;
-	mail->imail.data.received_date = mail->received_date;
-	*date_r = mail->received_date;
+	mail->imail.data.received_date = mail->row->received_date;
+	*date_r = mail->row->received_date;
 	return 0;
 }
 
@@ -133,8 +114,8 @@ static int sqlbox_mail_get_save_date(struct mail *_mail, time_t *date_r)
 		return index_mail_get_save_date(_mail, date_r);
 	if (sqlbox_mail_lookup(mail) < 0)
 		return -1;
-	mail->imail.data.save_date = mail->save_date;
-	*date_r = mail->save_date;
+	mail->imail.data.save_date = mail->row->save_date;
+	*date_r = mail->row->save_date;
 	return 0;
 }
 
@@ -157,8 +138,8 @@ static int sqlbox_mail_get_size(struct mail *_mail, uoff_t *size_r)
 	}
 	if (sqlbox_mail_lookup(mail) < 0)
 		return -1;
-	data->physical_size = data->virtual_size = mail->virtual_size;
-	*size_r = mail->virtual_size;
+	data->physical_size = data->virtual_size = mail->row->virtual_size;
+	*size_r = mail->row->virtual_size;
 	return 0;
 }
 
@@ -187,10 +168,10 @@ sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 			if (sqlbox_mail_lookup(mail) < 0)
 				return -1;
 			input = i_stream_create_sqlbox_body(
-				sqlbox_mailbox_get_db(mbox), mail->body_id,
-				mail->size);
+				sqlbox_mailbox_get_db(mbox),
+				mail->row->body_id, mail->row->size);
 			i_stream_set_name(input, t_strdup_printf(
-				"sqlbox body %"PRId64, mail->body_id));
+				"sqlbox body %"PRId64, mail->row->body_id));
 			/* read the first chunk now, where every caller checks
 			   for failure: POP3's RETR doesn't check its stream and
 			   would send a broken body as an empty message */
@@ -208,7 +189,7 @@ sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 				return -1;
 			}
 			data->physical_size = data->virtual_size =
-				mail->virtual_size;
+				mail->row->virtual_size;
 		}
 		data->stream = input;
 		index_mail_set_read_buffer_size(_mail, input);
@@ -222,42 +203,6 @@ sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 				      stream_r);
 }
 
-/* One parsed field of the mail's body: 1 with its value (NUL-terminated
-   after *size_r bytes, in the mail's data pool), 0 if the save kept none
-   (the caller parses the body), -1 on error. */
-static int sqlbox_mail_get_parsed(struct sqlbox_mail *mail,
-				  enum sbx_body_parsed_field field,
-				  const unsigned char **data_r, size_t *size_r)
-{
-	struct mail *_mail = &mail->imail.mail.mail;
-	struct sbx_db *db = sqlbox_mailbox_get_db(SQLBOX_MAILBOX(_mail->box));
-	const void *data;
-	size_t size;
-	int ret;
-
-	if (sqlbox_mail_lookup(mail) < 0)
-		return -1;
-	if (mail->parsed_state[field] == 0) {
-		ret = sbx_body_get_parsed(db, mail->body_id, field,
-					  &data, &size);
-		if (ret < 0) {
-			sqlbox_set_box_error(_mail->box, db);
-			return -1;
-		}
-		mail->parsed_state[field] = ret > 0 ? 1 : -1;
-		if (ret > 0) {
-			mail->parsed[field] = p_memdup(
-				mail->imail.mail.data_pool, data, size + 1);
-			mail->parsed_size[field] = size;
-		}
-	}
-	if (mail->parsed_state[field] < 0)
-		return 0;
-	*data_r = mail->parsed[field];
-	*size_r = mail->parsed_size[field];
-	return 1;
-}
-
 /* Header fields in the kept set come from the kept lines: header SEARCH,
    FETCH BODY[HEADER.FIELDS (...)] and ENVELOPE (which Dovecot builds from
    this stream) read no body. */
@@ -267,11 +212,8 @@ sqlbox_mail_get_header_stream(struct mail *_mail,
 			      struct istream **stream_r)
 {
 	struct sqlbox_mail *mail = SQLBOX_MAIL(_mail);
-	const unsigned char *data;
 	unsigned int i;
 	string_t *dest;
-	size_t size;
-	int ret;
 
 	/* a mail being saved has no row yet; a BODYSTRUCTURE being parsed
 	   wants index-mail to read the real header. SEARCH's first pass
@@ -286,15 +228,17 @@ sqlbox_mail_get_header_stream(struct mail *_mail,
 			return index_mail_get_header_stream(_mail, headers,
 							    stream_r);
 	}
-	ret = sqlbox_mail_get_parsed(mail, SBX_BODY_PARSED_FIELD_HEADERS,
-				     &data, &size);
-	if (ret <= 0) {
-		return ret < 0 ? -1 :
-			index_mail_get_header_stream(_mail, headers, stream_r);
+	if (sqlbox_mail_lookup(mail) < 0)
+		return -1;
+	if (mail->row->headers == NULL) {
+		/* not kept: parsed from the body */
+		return index_mail_get_header_stream(_mail, headers, stream_r);
 	}
-	dest = str_new(mail->imail.mail.data_pool, size + 1);
-	if (!sqlbox_parsed_filter_headers(data, size, headers->name,
-					  headers->count, dest))
+	dest = str_new(mail->imail.mail.data_pool,
+		       mail->row->headers_size + 1);
+	if (!sqlbox_parsed_filter_headers(mail->row->headers,
+					  mail->row->headers_size,
+					  headers->name, headers->count, dest))
 		i_unreached();
 	i_stream_unref(&mail->header_stream);
 	mail->header_stream = i_stream_create_from_data(str_data(dest),
@@ -310,19 +254,17 @@ static int sqlbox_mail_get_bodystructure(struct sqlbox_mail *mail,
 					 const char **value_r)
 {
 	struct index_mail_data *data = &mail->imail.data;
-	const unsigned char *value;
 	const char *error;
 	string_t *body;
-	size_t size;
-	int ret;
 
 	*value_r = NULL;
 	if (data->bodystructure == NULL) {
-		ret = sqlbox_mail_get_parsed(mail,
-			SBX_BODY_PARSED_FIELD_BODYSTRUCTURE, &value, &size);
-		if (ret <= 0)
-			return ret;
-		data->bodystructure = (const char *)value;
+		if (sqlbox_mail_lookup(mail) < 0)
+			return -1;
+		if (mail->row->bodystructure == NULL)
+			return 0;
+		data->bodystructure = p_strdup(mail->imail.mail.data_pool,
+					       mail->row->bodystructure);
 	}
 	if (field == MAIL_FETCH_IMAP_BODYSTRUCTURE) {
 		*value_r = data->bodystructure;
@@ -376,22 +318,23 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 
 	switch (field) {
 	case MAIL_FETCH_GUID:
-		*value_r = mail->guid;
+		*value_r = mail->row->guid;
 		return 0;
 	case MAIL_FETCH_UIDL_BACKEND:
-		*value_r = mail->pop3_uidl != NULL ? mail->pop3_uidl : "";
+		*value_r = mail->row->pop3_uidl != NULL ?
+			mail->row->pop3_uidl : "";
 		return 0;
 	case MAIL_FETCH_POP3_ORDER:
 		/* unordered mails sort last */
-		*value_r = mail->pop3_order == 0 ? "" :
-			dec2str(mail->pop3_order);
+		*value_r = mail->row->pop3_order == 0 ? "" :
+			dec2str(mail->row->pop3_order);
 		return 0;
 	case MAIL_FETCH_FROM_ENVELOPE:
-		*value_r = mail->from_envelope != NULL ?
-			mail->from_envelope : "";
+		*value_r = mail->row->from_envelope != NULL ?
+			mail->row->from_envelope : "";
 		return 0;
 	case MAIL_FETCH_STORAGE_ID:
-		*value_r = t_strdup_printf("%"PRId64, mail->body_id);
+		*value_r = t_strdup_printf("%"PRId64, mail->row->body_id);
 		return 0;
 	default:
 		i_unreached();
@@ -414,6 +357,9 @@ static void sqlbox_mail_update_pop3_uidl(struct mail *_mail, const char *uidl)
 	}
 	if (sbx_tx_commit(db) < 0)
 		goto fail;
+	/* the rows read before hold the old UIDL */
+	sqlbox_rows_forget(mbox);
+	SQLBOX_MAIL(_mail)->row = NULL;
 	return;
 fail:
 	/* the vfunc can't fail: the UIDL stays computed from the format */

@@ -24,6 +24,7 @@
 #include "sqlbox-attribute.h"
 #include "sqlbox-transaction.h"
 #include "sqlbox-sync.h"
+#include "sqlbox-rows.h"
 #include "sqlbox-storage.h"
 
 extern struct mailbox sqlbox_mailbox;
@@ -170,6 +171,7 @@ static void sqlbox_mailbox_close(struct mailbox *box)
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
 
 	mbox->pulled_modseq = 0;
+	sqlbox_rows_free(&mbox->rows);
 	index_storage_mailbox_close(box);
 }
 

@@ -37,6 +37,8 @@ struct sqlbox_mailbox {
 	/* The highest MODSEQ of SQL already imported into the index; 0
 	   means nothing imported yet (the next sync is a full import). */
 	uint64_t pulled_modseq;
+	/* message rows read ahead for FETCH, SEARCH and POP3 (sqlbox-rows.c) */
+	struct sqlbox_rows *rows;
 	/* A push failed after the index already had the changes: the next
 	   sync resets the index and imports everything again. */
 	bool need_full_import:1;

@@ -116,9 +116,7 @@ static int sbx_msg_keywords(struct sbx_db *db, const char *keywords,
 	return 0;
 }
 
-/* Fills msg_r from a row of SBX_SQL_MSG_COLUMNS; strings point into the
-   statement. */
-static int sbx_msg_from_row(struct sbx_db *db, sqlite3_stmt *stmt,
+int sbx_msg_from_row(struct sbx_db *db, sqlite3_stmt *stmt,
 			    struct sbx_msg *msg_r)
 {
 	memset(msg_r, 0, sizeof(*msg_r));

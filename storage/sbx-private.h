@@ -96,6 +96,12 @@ sqlite3 *sbx_db_get_sqlite(struct sbx_db *db);
    unless an SBX_TX_WRITE transaction is active. Returns 0 or -1. */
 int sbx_db_require_write(struct sbx_db *db, const char *what);
 
+struct sbx_msg;
+/* Fills msg_r from a row of SBX_SQL_MSG_COLUMNS (its first columns);
+   strings point into the statement. Returns 0 or -1. */
+int sbx_msg_from_row(struct sbx_db *db, sqlite3_stmt *stmt,
+		     struct sbx_msg *msg_r);
+
 /* Copies the count strings that strs[] point to into db's scratch buffer
    and points them there (NULL stays NULL), so that they outlive the reset
    of the statement they came from. Valid until the next call that uses
