@@ -297,6 +297,21 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 		return index_mail_get_special(_mail, field, value_r);
 
 	switch (field) {
+	case MAIL_FETCH_IMAP_ENVELOPE:
+		if (mail->imail.data.envelope == NULL) {
+			if (sqlbox_mail_lookup(mail) < 0)
+				return -1;
+			if (mail->row->envelope == NULL) {
+				/* not kept: built from the header */
+				return index_mail_get_special(_mail, field,
+							      value_r);
+			}
+			mail->imail.data.envelope = p_strdup(
+				mail->imail.mail.data_pool,
+				mail->row->envelope);
+		}
+		*value_r = mail->imail.data.envelope;
+		return 0;
 	case MAIL_FETCH_IMAP_BODY:
 	case MAIL_FETCH_IMAP_BODYSTRUCTURE:
 		if (sqlbox_mail_get_bodystructure(mail, field, value_r) < 0)

@@ -13,10 +13,12 @@
 #include "message-parser.h"
 #include "message-part-data.h"
 #include "imap-bodystructure.h"
+#include "imap-envelope.h"
 #include "sbx-body.h"
 #include "sqlbox-parsed.h"
 
-/* Header lines larger than this in all are not kept: readers parse. */
+/* Header lines or an ENVELOPE larger than this are not kept: readers
+   parse. */
 #define SQLBOX_PARSED_MAX_HEADERS (64 * 1024)
 
 static const char *const sqlbox_parsed_headers[] = {
@@ -34,6 +36,8 @@ struct sqlbox_parse_context {
 	/* what the message's MIME headers may cost, as index-mail allows */
 	struct message_part_data_limits limits;
 	string_t *headers;
+	/* the top-level header's ENVELOPE fields */
+	struct message_part_envelope *envelope;
 	/* the current header field is kept (for its continuation lines) */
 	bool keep_field;
 };
@@ -65,8 +69,12 @@ static void sqlbox_parsed_header(struct message_part *part,
 {
 	message_part_data_parse_from_header(ctx->part_pool, part,
 					    &ctx->limits, hdr);
-	if (hdr == NULL || hdr->eoh || part->parent != NULL ||
-	    ctx->headers == NULL)
+	if (part->parent != NULL)
+		return;
+	message_part_envelope_parse_from_header(ctx->part_pool,
+						&ctx->envelope, &ctx->limits,
+						hdr);
+	if (hdr == NULL || hdr->eoh || ctx->headers == NULL)
 		return;
 	if (!hdr->continued) {
 		ctx->keep_field = sqlbox_parsed_keeps_header(hdr->name);
@@ -91,7 +99,7 @@ int sqlbox_parsed_parse(struct istream *input, pool_t pool,
 	struct message_parser_ctx *parser;
 	struct message_part *parts;
 	const char *error;
-	string_t *bodystructure;
+	string_t *bodystructure, *envelope;
 	int ret = 0;
 
 	i_zero(parsed_r);
@@ -124,6 +132,10 @@ int sqlbox_parsed_parse(struct istream *input, pool_t pool,
 			parsed_r->bodystructure =
 				p_strdup(pool, str_c(bodystructure));
 		}
+		envelope = t_str_new(256);
+		imap_envelope_write(ctx.envelope, envelope);
+		if (str_len(envelope) <= SQLBOX_PARSED_MAX_HEADERS)
+			parsed_r->envelope = p_strdup(pool, str_c(envelope));
 	}
 	pool_unref(&ctx.part_pool);
 	return ret;

@@ -3,7 +3,8 @@
 #define SQLBOX_PARSED_H
 
 /* What a save keeps of a message's parse (schema version 3): the lines
-   of a fixed set of header fields and the BODYSTRUCTURE, so that FETCH
+   of a fixed set of header fields, the BODYSTRUCTURE and the ENVELOPE, so
+   that FETCH
    ENVELOPE, BODY, BODYSTRUCTURE, HEADER.FIELDS and header SEARCH read a
    short value instead of the body. */
 
@@ -17,6 +18,8 @@ struct sqlbox_parsed {
 	size_t headers_size;
 	/* extended BODYSTRUCTURE; NULL if the parts could not be written */
 	const char *bodystructure;
+	/* ENVELOPE; NULL if too large to keep */
+	const char *envelope;
 };
 
 /* FALSE when nothing parsed may be kept for the user's new mail: bodies

@@ -75,6 +75,7 @@ static void sqlbox_rows_add(struct sqlbox_rows *rows, const struct sbx_msg *msg,
 	}
 	row->bodystructure = sqlbox_rows_strdup(rows->pool,
 						parsed->bodystructure);
+	row->envelope = sqlbox_rows_strdup(rows->pool, parsed->envelope);
 }
 
 /* Reads the rows of UIDs from uid on, batch of them at most. */

@@ -21,7 +21,7 @@ struct sqlbox_row {
 	/* NULL if the save kept none */
 	const unsigned char *headers;
 	size_t headers_size;
-	const char *bodystructure;
+	const char *bodystructure, *envelope;
 };
 
 /* Looks up message uid of the mailbox. Rows are read in batches that

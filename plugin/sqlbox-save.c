@@ -643,7 +643,8 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	if (smail->have_parsed &&
 	    sbx_body_set_parsed(db, msg.body_id, smail->parsed.headers,
 				smail->parsed.headers_size,
-				smail->parsed.bodystructure) < 0)
+				smail->parsed.bodystructure,
+				smail->parsed.envelope) < 0)
 		return -1;
 	msg.uid = uid;
 	msg.guid = smail->guid;

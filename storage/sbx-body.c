@@ -394,7 +394,7 @@ int sbx_body_read(struct sbx_db *db, int64_t body_id, uint64_t offset,
 
 int sbx_body_set_parsed(struct sbx_db *db, int64_t body_id,
 			const void *headers, size_t headers_size,
-			const char *bodystructure)
+			const char *bodystructure, const char *envelope)
 {
 	/* a zero-length blob needs a non-NULL pointer to stay one */
 	static const char empty[1];
@@ -410,7 +410,9 @@ int sbx_body_set_parsed(struct sbx_db *db, int64_t body_id,
 	if (sbx_bind_int64(db, stmt, 1, body_id) < 0 ||
 	    sbx_bind_blob(db, stmt, 2, headers, headers_size) < 0 ||
 	    sbx_bind_blob(db, stmt, 3, bodystructure,
-			  bodystructure == NULL ? 0 : strlen(bodystructure)) < 0)
+			  bodystructure == NULL ? 0 : strlen(bodystructure)) < 0 ||
+	    sbx_bind_blob(db, stmt, 4, envelope,
+			  envelope == NULL ? 0 : strlen(envelope)) < 0)
 		ret = -1;
 	else
 		ret = sbx_stmt_exec(db, stmt, "keep parsed fields of body %lld",
@@ -424,7 +426,7 @@ int sbx_body_get_parsed(struct sbx_db *db, int64_t body_id,
 			const void **data_r, size_t *size_r)
 {
 	sqlite3_stmt *stmt;
-	int col = field == SBX_BODY_PARSED_FIELD_HEADERS ? 0 : 1;
+	int col = (int)field;
 	int ret;
 
 	if (sbx_stmt_get(db, SBX_STMT_BODY_PARSED_GET, &stmt) < 0)

@@ -69,15 +69,17 @@ enum sbx_body_parsed_field {
 	SBX_BODY_PARSED_FIELD_HEADERS,
 	/* the IMAP BODYSTRUCTURE, extended */
 	SBX_BODY_PARSED_FIELD_BODYSTRUCTURE,
+	/* the IMAP ENVELOPE */
+	SBX_BODY_PARSED_FIELD_ENVELOPE,
 };
 
-/* Keeps the parsed fields of body_id; either may be NULL (not kept), and
+/* Keeps the parsed fields of body_id; any may be NULL (not kept), and
    zero-length headers mean none of the set's fields is there. A body
    that has them already keeps its own. The caller holds an SBX_TX_WRITE
    transaction. Returns 0 or -1. */
 int sbx_body_set_parsed(struct sbx_db *db, int64_t body_id,
 			const void *headers, size_t headers_size,
-			const char *bodystructure);
+			const char *bodystructure, const char *envelope);
 /* Looks up one parsed field of body_id: 1 with *data_r (NUL-terminated
    after *size_r bytes; borrowed until the next call on the handle), 0 if
    it wasn't kept, -1 on error. */

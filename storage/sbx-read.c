@@ -14,6 +14,7 @@
 /* The parsed columns follow SBX_SQL_MSG_COLUMNS' 15. */
 #define SBX_READ_COL_HEADERS 15
 #define SBX_READ_COL_BODYSTRUCTURE 16
+#define SBX_READ_COL_ENVELOPE 17
 
 struct sbx_read_iter {
 	struct sbx_db *db;
@@ -84,6 +85,8 @@ int sbx_read_iter_next(struct sbx_read_iter *iter, struct sbx_msg *msg_r,
 		}
 		parsed_r->bodystructure = (const char *)sqlite3_column_text(
 			stmt, SBX_READ_COL_BODYSTRUCTURE);
+		parsed_r->envelope = (const char *)sqlite3_column_text(
+			stmt, SBX_READ_COL_ENVELOPE);
 	}
 	if (ret < 0)
 		iter->failed = true;

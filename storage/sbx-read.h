@@ -17,6 +17,7 @@ struct sbx_msg_parsed {
 	size_t headers_size;
 	/* NULL if not kept */
 	const char *bodystructure;
+	const char *envelope;
 };
 
 /* Iterates up to limit messages of mailbox_id whose UID is at least

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -361,6 +362,12 @@ def test_fts_xapian_answers_search_body(dovecot, user):
     assert any(index.glob("db_*/*")), index
     mark = dovecot.log_size()
     search_words(dovecot, user, words)
+    # the imap process's lines reach the log through Dovecot's log
+    # service, a moment after the session
+    deadline = time.monotonic() + 10
+    while not all(1 in xapian_hits(dovecot, mark, w) for w in words) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
     for w in words:
         assert 1 in xapian_hits(dovecot, mark, w), (w, dovecot.log_text(mark))
 
@@ -374,6 +381,12 @@ def test_fts_indexes_new_mail_by_itself(dovecot, user):
     words = fts_words(dovecot, user)
     mark = dovecot.log_size()
     search_words(dovecot, user, words)
+    # the imap process's lines reach the log through Dovecot's log
+    # service, a moment after the session
+    deadline = time.monotonic() + 10
+    while not all(1 in xapian_hits(dovecot, mark, w) for w in words) and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
     for w in words:
         assert 1 in xapian_hits(dovecot, mark, w), (w, dovecot.log_text(mark))
 

@@ -299,6 +299,7 @@ Test(body, parsed_fields_read_back_and_go_with_the_body)
 	const char *text = "Subject: parsed\r\n\r\nparsed\r\n";
 	const char *hdr = "Subject: parsed\r\n";
 	const char *bs = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 8 1)";
+	const char *env = "NIL \"parsed\" NIL NIL NIL NIL NIL NIL NIL NIL";
 	const void *data;
 	size_t size;
 	uint32_t uid;
@@ -308,9 +309,10 @@ Test(body, parsed_fields_read_back_and_go_with_the_body)
 	body = fixture_body(text, strlen(text), 1);
 	uid = fixture_append(inbox, body, 0);
 	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, hdr, strlen(hdr),
-					 bs), 0, "%s", fixture_error());
+					 bs, env), 0, "%s", fixture_error());
 	/* a second save sharing the body keeps the first row */
-	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, "X", 1, NULL), 0);
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, "X", 1, NULL,
+					 NULL), 0);
 	fixture_commit();
 
 	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
@@ -322,6 +324,10 @@ Test(body, parsed_fields_read_back_and_go_with_the_body)
 					 SBX_BODY_PARSED_FIELD_BODYSTRUCTURE,
 					 &data, &size), 1);
 	cr_assert_str_eq(data, bs);
+	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
+					 SBX_BODY_PARSED_FIELD_ENVELOPE,
+					 &data, &size), 1);
+	cr_assert_str_eq(data, env);
 
 	fixture_begin();
 	cr_assert_eq(sbx_msg_expunge(fixture_db, inbox, uid, 1 << 20), 1);
@@ -344,7 +350,8 @@ Test(body, parsed_fields_tell_empty_from_not_kept)
 
 	fixture_begin();
 	body = fixture_body(text, strlen(text), 1);
-	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, "", 0, NULL), 0);
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, body, "", 0, NULL, NULL),
+		     0);
 	fixture_commit();
 	cr_assert_eq(sbx_body_get_parsed(fixture_db, body,
 					 SBX_BODY_PARSED_FIELD_HEADERS,
@@ -361,6 +368,7 @@ Test(body, parsed_fields_tell_empty_from_not_kept)
 
 Test(body, parsed_fields_need_a_write_transaction)
 {
-	cr_assert_eq(sbx_body_set_parsed(fixture_db, 1, "", 0, NULL), -1);
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, 1, "", 0, NULL, NULL),
+		     -1);
 	cr_assert_eq(last_error(), SBX_ERR_INTERNAL);
 }
