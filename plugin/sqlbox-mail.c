@@ -216,13 +216,17 @@ sqlbox_mail_get_header_stream(struct mail *_mail,
 	string_t *dest;
 
 	/* a mail being saved has no row yet; a BODYSTRUCTURE being parsed
-	   wants index-mail to read the real header. SEARCH's first pass
-	   (cached data only) gets what index-mail gives, as on Dovecot's
-	   own backends: a header answer there would settle a SENTBEFORE
-	   that the second pass decides from the parsed date instead. */
-	if (_mail->saving || mail->imail.data.save_bodystructure_header ||
-	    _mail->lookup_abort != MAIL_LOOKUP_ABORT_NEVER)
+	   wants index-mail to read the real header */
+	if (_mail->saving || mail->imail.data.save_bodystructure_header)
 		return index_mail_get_header_stream(_mail, headers, stream_r);
+	/* SEARCH's first pass (cached data only) is told "not cached", as
+	   on Dovecot's own backends without a cache: a header answer there
+	   would settle a SENTBEFORE that the second pass decides from the
+	   parsed date instead */
+	if (_mail->lookup_abort != MAIL_LOOKUP_ABORT_NEVER) {
+		mail_set_aborted(_mail);
+		return -1;
+	}
 	for (i = 0; i < headers->count; i++) {
 		if (!sqlbox_parsed_keeps_header(headers->name[i]))
 			return index_mail_get_header_stream(_mail, headers,
