@@ -313,6 +313,39 @@ static int sbx_body_read_chunk(struct sbx_db *db, int64_t body_id,
 	return 0;
 }
 
+/* Copies the wanted part of a chunk whose content came with the row. */
+static int sbx_body_copy_chunk(struct sbx_db *db, int64_t body_id,
+			       sqlite3_stmt *stmt, uint64_t offset,
+			       unsigned char *buf, size_t want, size_t *copied)
+{
+	int64_t seq = sqlite3_column_int64(stmt, 1);
+	uint64_t start = (uint64_t)seq * SBX_BODY_CHUNK_SIZE;
+	uint64_t pos = offset + *copied;
+	const unsigned char *data = sqlite3_column_blob(stmt, 4);
+	size_t len = (size_t)sqlite3_column_bytes(stmt, 4);
+	size_t skip, n;
+
+	if (data == NULL && len > 0) {
+		return sbx_error_set(db, SBX_ERR_NOMEM,
+				     "read body %lld: out of memory",
+				     (long long)body_id);
+	}
+	if (start > pos) {
+		return sbx_error_set(db, SBX_ERR_CORRUPT,
+			"read body %lld: a chunk before %lld is missing",
+			(long long)body_id, (long long)seq);
+	}
+	if (start + len <= pos)
+		return 0;
+	skip = (size_t)(pos - start);
+	n = len - skip;
+	if (n > want - *copied)
+		n = want - *copied;
+	memcpy(buf + *copied, data + skip, n);
+	*copied += n;
+	return 0;
+}
+
 /* Binds a read of size bytes at offset: chunks first to last. */
 static int sbx_body_read_bind(struct sbx_db *db, sqlite3_stmt *stmt,
 			      int64_t body_id, uint64_t offset, size_t size)
@@ -325,9 +358,13 @@ static int sbx_body_read_bind(struct sbx_db *db, sqlite3_stmt *stmt,
 			(offset + size - 1);
 		last /= SBX_BODY_CHUNK_SIZE;
 	}
+	/* a read from a chunk's start takes the chunks it wants whole with
+	   the row; one from inside a chunk wants part of it */
 	if (sbx_bind_int64(db, stmt, 1, body_id) < 0 ||
 	    sbx_bind_int64(db, stmt, 2, (int64_t)first) < 0 ||
-	    sbx_bind_int64(db, stmt, 3, (int64_t)last) < 0)
+	    sbx_bind_int64(db, stmt, 3, (int64_t)last) < 0 ||
+	    sbx_bind_int64(db, stmt, 4, offset % SBX_BODY_CHUNK_SIZE == 0 ?
+			   (int64_t)size : -1) < 0)
 		return -1;
 	return 0;
 }
@@ -353,6 +390,12 @@ static int sbx_body_read_rows(struct sbx_db *db, sqlite3_stmt *stmt,
 	do {
 		if (sqlite3_column_type(stmt, 1) == SQLITE_NULL)
 			continue;
+		if (sqlite3_column_type(stmt, 4) != SQLITE_NULL) {
+			if (sbx_body_copy_chunk(db, body_id, stmt, offset,
+						buf, want, read_r) < 0)
+				return -1;
+			continue;
+		}
 		if (sbx_body_read_chunk(db, body_id,
 					sqlite3_column_int64(stmt, 1),
 					sqlite3_column_int64(stmt, 2),
