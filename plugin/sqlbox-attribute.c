@@ -54,14 +54,16 @@ static int sqlbox_attribute_check(struct mailbox *box,
 static int sqlbox_attribute_mailbox_id(struct mailbox *box, int64_t *id_r)
 {
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
-	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
 	struct sbx_mailbox row;
+	struct sbx_db *db;
 	int ret;
 
 	if (box->opened) {
 		*id_r = mbox->mailbox_id;
 		return 0;
 	}
+	if (sqlbox_mailbox_open_db(mbox, &db) < 0)
+		return -1;
 	ret = sbx_mailbox_lookup(db, box->name, &row);
 	if (ret == 0 && mailbox_is_autocreated(box)) {
 		if (mailbox_open(box) < 0)
@@ -122,7 +124,7 @@ int sqlbox_attribute_get(struct mailbox *box,
 			 enum mail_attribute_type type_flags, const char *key,
 			 struct mail_attribute_value *value_r)
 {
-	struct sbx_db *db = sqlbox_mailbox_get_db(SQLBOX_MAILBOX(box));
+	struct sbx_db *db;
 	const void *value;
 	size_t size;
 	int64_t id, last_change;
@@ -138,6 +140,7 @@ int sqlbox_attribute_get(struct mailbox *box,
 	}
 	if (sqlbox_attribute_mailbox_id(box, &id) < 0)
 		return -1;
+	db = sqlbox_mailbox_get_db(SQLBOX_MAILBOX(box));
 	ret = sbx_attr_get(db, id, sqlbox_attribute_type(type_flags), key,
 			   &value, &size, &last_change);
 	if (ret < 0) {
@@ -156,10 +159,10 @@ sqlbox_attribute_iter_init(struct mailbox *box,
 			   enum mail_attribute_type type_flags,
 			   const char *prefix)
 {
-	struct sbx_db *db = sqlbox_mailbox_get_db(SQLBOX_MAILBOX(box));
 	struct sqlbox_attribute_iter *iter;
 	struct sbx_attr_iter *siter;
 	size_t prefix_len = strlen(prefix);
+	struct sbx_db *db;
 	const char *key;
 	int64_t id;
 	pool_t pool;
@@ -179,6 +182,7 @@ sqlbox_attribute_iter_init(struct mailbox *box,
 		iter->failed = TRUE;
 		return &iter->iter;
 	}
+	db = sqlbox_mailbox_get_db(SQLBOX_MAILBOX(box));
 	if (sbx_attr_iter_init(db, id, sqlbox_attribute_type(type_flags),
 			       prefix, &siter) < 0) {
 		sqlbox_set_box_error(box, db);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The one place an sbx_error becomes a Dovecot mail_error (STYLE §6).
    Errors a client can act on keep Dovecot's shared wording; everything
-   else is logged as critical with storage/'s full message. */
+   else is logged as critical with storage/'s full message. A database
+   that can't be opened is neither: it is a temporary failure of the
+   user's mail, which the client should retry later. */
 
 #include "lib.h"
 #include "mail-storage-private.h"
@@ -89,4 +91,29 @@ void sqlbox_set_list_error(struct mailbox_list *list, struct sbx_db *db)
 	else
 		mailbox_list_set_error(list, map->mail,
 				       sqlbox_error_text(map, msg));
+}
+
+#define SQLBOX_ERRSTR_UNAVAILABLE \
+	"Mail storage temporarily unavailable, try again later"
+
+void sqlbox_set_list_open_error(struct mailbox_list *list,
+				enum sbx_error error)
+{
+	const char *service = list->ns->user->service;
+	enum mail_error mail_error;
+
+	if (error == SBX_ERR_BUSY) {
+		/* a migration held the write lock too long */
+		mailbox_list_set_error(list, MAIL_ERROR_INUSE,
+				       MAIL_ERRSTR_LOCK_TIMEOUT);
+		return;
+	}
+	/* The protocols don't agree on the temporary code: IMAP answers
+	   MAIL_ERROR_UNAVAILABLE with NO [UNAVAILABLE] (RFC 5530: a
+	   subsystem is down) and MAIL_ERROR_TEMP with [SERVERBUG], while
+	   POP3 ([SYS/TEMP]), LDA and LMTP (tempfail, 451) treat only
+	   MAIL_ERROR_TEMP as temporary. */
+	mail_error = service != NULL && strcmp(service, "imap") == 0 ?
+		MAIL_ERROR_UNAVAILABLE : MAIL_ERROR_TEMP;
+	mailbox_list_set_error(list, mail_error, SQLBOX_ERRSTR_UNAVAILABLE);
 }

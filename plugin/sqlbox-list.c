@@ -3,7 +3,11 @@
    subscriptions, all read from and written to the user's database.
 
    The list owns the database connection of its namespace: it is opened in
-   init(), after Dovecot dropped privileges, and closed in deinit(). Every
+   init(), after Dovecot dropped privileges, and closed in deinit(). A file
+   that can't be opened (damaged, foreign, newer, not the user's) doesn't
+   fail init(), which would end the login: every operation that needs the
+   database tries to open it again (sqlbox_list_open_db()) and fails with
+   a temporary error until it is repaired. Every
    folder operation is one SQL transaction, so a RENAME or DELETE of a
    subtree is all or nothing. No path is ever given for a mailbox: that
    keeps each mailbox's index in memory, private to the process, a cache of
@@ -118,11 +122,60 @@ fail:
 		"sqlbox: restoring %s failed: %s", path, msg);
 }
 
-static int sqlbox_list_init(struct mailbox_list *_list, const char **error_r)
+/* Logs why the database can't be opened: once per list and cause, so a
+   client retrying its commands doesn't flood the log. */
+static void sqlbox_list_log_open_error(struct sqlbox_mailbox_list *list,
+				       const char *msg)
+{
+	struct event *event = list->list.ns->user->event;
+
+	if (list->db_open_error != NULL &&
+	    strcmp(list->db_open_error, msg) == 0) {
+		e_debug(event, "sqlbox: %s", msg);
+		return;
+	}
+	list->db_open_error = p_strdup(list->list.pool, msg);
+	e_error(event, "sqlbox: %s (file left untouched; the user's "
+		"commands fail temporarily until it is repaired)", msg);
+}
+
+int sqlbox_list_open_db(struct mailbox_list *_list, struct sbx_db **db_r)
 {
 	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
 	struct sbx_db_settings db_set;
-	const char *root = _list->set.root_dir, *error, *msg;
+	struct sbx_db *db;
+	enum sbx_error error;
+	const char *msg;
+
+	if (list->db != NULL) {
+		*db_r = list->db;
+		return 0;
+	}
+	i_zero(&db_set);
+	db_set.lock_timeout_msecs = list->set.lock_timeout_msecs;
+	db_set.synchronous =
+		_list->mail_set->parsed_fsync_mode == FSYNC_MODE_NEVER ?
+		SBX_SYNCHRONOUS_OFF : SBX_SYNCHRONOUS_FULL;
+	if (sbx_db_open(list->db_path, &db_set, &db) < 0) {
+		error = sbx_db_last_error(db, &msg);
+		sqlbox_list_log_open_error(list, msg);
+		sqlbox_set_list_open_error(_list, error);
+		sbx_db_close(&db);
+		return -1;
+	}
+	list->db = db;
+	list->db_open_error = NULL;
+	sqlbox_events_attach(list->db, _list->ns->user->event);
+	sqlbox_list_restore_changelog(list);
+	*db_r = list->db;
+	return 0;
+}
+
+static int sqlbox_list_init(struct mailbox_list *_list, const char **error_r)
+{
+	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
+	const char *root = _list->set.root_dir, *error;
+	struct sbx_db *db;
 
 	if (root == NULL || *root == '\0') {
 		*error_r = "sqlbox: mail_location needs a directory "
@@ -138,26 +191,10 @@ static int sqlbox_list_init(struct mailbox_list *_list, const char **error_r)
 					   root);
 		return -1;
 	}
-
-	i_zero(&db_set);
-	db_set.lock_timeout_msecs = list->set.lock_timeout_msecs;
-	db_set.synchronous =
-		_list->mail_set->parsed_fsync_mode == FSYNC_MODE_NEVER ?
-		SBX_SYNCHRONOUS_OFF : SBX_SYNCHRONOUS_FULL;
 	list->db_path = p_strconcat(_list->pool, root, "/",
 				    SQLBOX_DB_FILE_NAME, NULL);
-	if (sbx_db_open(list->db_path, &db_set, &list->db) < 0) {
-		if (list->db == NULL)
-			*error_r = "sqlbox: out of memory opening the database";
-		else {
-			(void)sbx_db_last_error(list->db, &msg);
-			*error_r = t_strdup_printf("sqlbox: %s", msg);
-			sbx_db_close(&list->db);
-		}
-		return -1;
-	}
-	sqlbox_events_attach(list->db, _list->ns->user->event);
-	sqlbox_list_restore_changelog(list);
+	/* a failure is logged, and tried again when the database is needed */
+	(void)sqlbox_list_open_db(_list, &db);
 	return 0;
 }
 
@@ -217,17 +254,22 @@ sqlbox_list_fill_tree(struct sqlbox_list_iterate_context *ctx)
 	struct sbx_mailbox_iter *iter;
 	struct sbx_mailbox mb;
 	struct mailbox_node *node;
+	struct sbx_db *db;
 	const char *vname;
 	int ret;
 
+	if (sqlbox_list_open_db(&list->list, &db) < 0) {
+		ctx->ctx.failed = TRUE;
+		return;
+	}
 	i_zero(&update_ctx);
 	update_ctx.iter_ctx = &ctx->ctx;
 	update_ctx.tree_ctx = ctx->tree;
 	update_ctx.glob = ctx->ctx.glob;
 	update_ctx.match_parents = TRUE;
 
-	if (sbx_mailbox_iter_init(list->db, &iter) < 0) {
-		sqlbox_set_list_error(&list->list, list->db);
+	if (sbx_mailbox_iter_init(db, &iter) < 0) {
+		sqlbox_set_list_error(&list->list, db);
 		ctx->ctx.failed = TRUE;
 		return;
 	}
@@ -242,7 +284,7 @@ sqlbox_list_fill_tree(struct sqlbox_list_iterate_context *ctx)
 			node->flags &= ENUM_NEGATE(MAILBOX_NONEXISTENT);
 	} T_END;
 	if (sbx_mailbox_iter_deinit(&iter) < 0 || ret < 0) {
-		sqlbox_set_list_error(&list->list, list->db);
+		sqlbox_set_list_error(&list->list, db);
 		ctx->ctx.failed = TRUE;
 	}
 }
@@ -320,20 +362,30 @@ static int
 sqlbox_list_subscriptions_refresh(struct mailbox_list *src_list,
 				  struct mailbox_list *dest_list)
 {
-	struct sqlbox_mailbox_list *list = SQLBOX_LIST(src_list);
 	struct sbx_subscription_iter *iter;
 	struct mailbox_node *node;
 	const char *name, *vname;
+	struct sbx_db *db;
 	bool created;
 	int ret;
 
+	if (sqlbox_list_open_db(src_list, &db) < 0) {
+		if (src_list != dest_list) {
+			enum mail_error error;
+			const char *str =
+				mailbox_list_get_last_error(src_list, &error);
+
+			mailbox_list_set_error(dest_list, error, str);
+		}
+		return -1;
+	}
 	if (dest_list->subscriptions != NULL)
 		mailbox_tree_deinit(&dest_list->subscriptions);
 	dest_list->subscriptions =
 		mailbox_tree_init(mail_namespace_get_sep(src_list->ns));
 
-	if (sbx_subscription_iter_init(list->db, &iter) < 0) {
-		sqlbox_set_list_error(dest_list, list->db);
+	if (sbx_subscription_iter_init(db, &iter) < 0) {
+		sqlbox_set_list_error(dest_list, db);
 		return -1;
 	}
 	while ((ret = sbx_subscription_iter_next(iter, &name)) > 0) T_BEGIN {
@@ -343,7 +395,7 @@ sqlbox_list_subscriptions_refresh(struct mailbox_list *src_list,
 		node->flags = MAILBOX_SUBSCRIBED;
 	} T_END;
 	if (sbx_subscription_iter_deinit(&iter) < 0 || ret < 0) {
-		sqlbox_set_list_error(dest_list, list->db);
+		sqlbox_set_list_error(dest_list, db);
 		return -1;
 	}
 	return 0;
@@ -352,21 +404,23 @@ sqlbox_list_subscriptions_refresh(struct mailbox_list *src_list,
 static int sqlbox_list_set_subscribed(struct mailbox_list *_list,
 				      const char *name, bool set)
 {
-	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
+	struct sbx_db *db;
 
-	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
+	if (sqlbox_list_open_db(_list, &db) < 0)
+		return -1;
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0)
 		goto fail;
-	if (sbx_subscription_set(list->db, name, set) < 0 ||
+	if (sbx_subscription_set(db, name, set) < 0 ||
 	    sqlbox_list_log_name(_list, set ? MAILBOX_LOG_RECORD_SUBSCRIBE :
 				 MAILBOX_LOG_RECORD_UNSUBSCRIBE, name) < 0) {
-		sbx_tx_rollback(list->db);
+		sbx_tx_rollback(db);
 		goto fail;
 	}
-	if (sbx_tx_commit(list->db) < 0)
+	if (sbx_tx_commit(db) < 0)
 		goto fail;
 	return 0;
 fail:
-	sqlbox_set_list_error(_list, list->db);
+	sqlbox_set_list_error(_list, db);
 	return -1;
 }
 
@@ -377,22 +431,24 @@ fail:
 static int sqlbox_list_delete(struct mailbox_list *_list, const char *name,
 			      bool *kept_noselect_r)
 {
-	struct sqlbox_mailbox_list *list = SQLBOX_LIST(_list);
 	struct sbx_mailbox row;
 	guid_128_t guid;
 	bool was_noselect = TRUE;
+	struct sbx_db *db;
 	const char *msg;
 	int ret;
 
+	if (sqlbox_list_open_db(_list, &db) < 0)
+		return -1;
 	guid_128_empty(guid);
-	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0)
 		goto fail;
-	ret = sbx_mailbox_lookup(list->db, name, &row);
+	ret = sbx_mailbox_lookup(db, name, &row);
 	if (ret > 0) {
 		memcpy(guid, row.guid, sizeof(guid));
 		was_noselect = row.noselect;
 	}
-	if (ret < 0 || sbx_mailbox_delete(list->db, name, kept_noselect_r) < 0)
+	if (ret < 0 || sbx_mailbox_delete(db, name, kept_noselect_r) < 0)
 		goto fail_rollback;
 	if ((!was_noselect ?
 	     sqlbox_list_log_change(_list, MAILBOX_LOG_RECORD_DELETE_MAILBOX,
@@ -400,13 +456,13 @@ static int sqlbox_list_delete(struct mailbox_list *_list, const char *name,
 	     sqlbox_list_log_name(_list, MAILBOX_LOG_RECORD_DELETE_DIR,
 				  name)) < 0)
 		goto fail_rollback;
-	if (sbx_tx_commit(list->db) < 0)
+	if (sbx_tx_commit(db) < 0)
 		goto fail;
 	return 0;
 fail_rollback:
-	sbx_tx_rollback(list->db);
+	sbx_tx_rollback(db);
 fail:
-	switch (sbx_db_last_error(list->db, &msg)) {
+	switch (sbx_db_last_error(db, &msg)) {
 	case SBX_ERR_NOTFOUND:
 		mailbox_list_set_error(_list, MAIL_ERROR_NOTFOUND,
 			T_MAIL_ERR_MAILBOX_NOT_FOUND(
@@ -417,7 +473,7 @@ fail:
 			"Mailbox has children, delete them first");
 		break;
 	default:
-		sqlbox_set_list_error(_list, list->db);
+		sqlbox_set_list_error(_list, db);
 		break;
 	}
 	return -1;
@@ -453,9 +509,9 @@ static int
 sqlbox_list_rename_mailbox(struct mailbox_list *oldlist, const char *oldname,
 			   struct mailbox_list *newlist, const char *newname)
 {
-	struct sqlbox_mailbox_list *list = SQLBOX_LIST(oldlist);
 	struct sbx_mailbox_create inbox;
 	bool is_inbox = strcmp(oldname, SBX_INBOX_NAME) == 0;
+	struct sbx_db *db;
 	const char *msg;
 
 	if (oldlist != newlist) {
@@ -463,25 +519,27 @@ sqlbox_list_rename_mailbox(struct mailbox_list *oldlist, const char *oldname,
 			"Can't rename mailboxes across namespaces");
 		return -1;
 	}
-	if (sbx_tx_begin(list->db, SBX_TX_WRITE) < 0)
+	if (sqlbox_list_open_db(oldlist, &db) < 0)
+		return -1;
+	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0)
 		goto fail;
-	if (sbx_mailbox_rename(list->db, oldname, newname, !is_inbox) < 0 ||
+	if (sbx_mailbox_rename(db, oldname, newname, !is_inbox) < 0 ||
 	    sqlbox_list_log_name(oldlist, MAILBOX_LOG_RECORD_RENAME,
 				 newname) < 0)
 		goto fail_rollback;
 	if (is_inbox) {
 		i_zero(&inbox);
 		inbox.name = SBX_INBOX_NAME;
-		if (sbx_mailbox_create(list->db, &inbox, NULL) < 0)
+		if (sbx_mailbox_create(db, &inbox, NULL) < 0)
 			goto fail_rollback;
 	}
-	if (sbx_tx_commit(list->db) < 0)
+	if (sbx_tx_commit(db) < 0)
 		goto fail;
 	return 0;
 fail_rollback:
-	sbx_tx_rollback(list->db);
+	sbx_tx_rollback(db);
 fail:
-	switch (sbx_db_last_error(list->db, &msg)) {
+	switch (sbx_db_last_error(db, &msg)) {
 	case SBX_ERR_NOTFOUND:
 		mailbox_list_set_error(oldlist, MAIL_ERROR_NOTFOUND,
 			T_MAIL_ERR_MAILBOX_NOT_FOUND(
@@ -492,7 +550,7 @@ fail:
 				       "Target mailbox already exists");
 		break;
 	default:
-		sqlbox_set_list_error(oldlist, list->db);
+		sqlbox_set_list_error(oldlist, db);
 		break;
 	}
 	return -1;

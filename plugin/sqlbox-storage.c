@@ -87,13 +87,24 @@ sqlbox_mailbox_alloc(struct mail_storage *storage, struct mailbox_list *list,
 	return &mbox->box;
 }
 
+int sqlbox_mailbox_open_db(struct sqlbox_mailbox *mbox, struct sbx_db **db_r)
+{
+	if (sqlbox_list_open_db(mbox->box.list, db_r) < 0) {
+		mail_storage_copy_list_error(mbox->box.storage, mbox->box.list);
+		return -1;
+	}
+	return 0;
+}
+
 /* Looks the mailbox's row up by name: 1 found, 0 not, -1 error. */
 static int sqlbox_mailbox_lookup(struct sqlbox_mailbox *mbox,
 				 struct sbx_mailbox *row_r)
 {
-	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	struct sbx_db *db;
 	int ret;
 
+	if (sqlbox_mailbox_open_db(mbox, &db) < 0)
+		return -1;
 	ret = sbx_mailbox_lookup(db, mbox->box.name, row_r);
 	if (ret < 0)
 		sqlbox_set_box_error(&mbox->box, db);
@@ -180,9 +191,11 @@ sqlbox_mailbox_create_box(struct mailbox *box,
 			  const struct mailbox_update *update, bool directory)
 {
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
-	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
 	struct sbx_mailbox_create set;
+	struct sbx_db *db;
 
+	if (sqlbox_mailbox_open_db(mbox, &db) < 0)
+		return -1;
 	i_zero(&set);
 	set.name = box->name;
 	set.noselect = directory;

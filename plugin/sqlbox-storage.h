@@ -12,11 +12,16 @@
 struct sbx_db;
 
 /* The mailbox list owns the user's database connection: the list is
-   created before the storage and lives as long as the namespace. */
+   created before the storage and lives as long as the namespace. A
+   database that could not be opened in the list's init() is tried again
+   when it is needed (sqlbox_list_open_db()). */
 struct sqlbox_mailbox_list {
 	struct mailbox_list list;
+	/* NULL while the file can't be opened */
 	struct sbx_db *db;
 	const char *db_path;
+	/* why the last open failed, as logged (logged once per cause) */
+	const char *db_open_error;
 	struct sqlbox_settings set;
 };
 
@@ -57,7 +62,16 @@ extern struct mail_storage sqlbox_storage;
 extern struct mailbox_list sqlbox_mailbox_list;
 extern struct mail_vfuncs sqlbox_mail_vfuncs;
 
-/* The database of the mailbox's namespace. */
+/* Opens the list's database unless it is open. Returns 0 and sets *db_r,
+   or -1 with a temporary error set on the list (the file is damaged,
+   foreign, newer or unreadable: logged, left untouched). */
+int sqlbox_list_open_db(struct mailbox_list *list, struct sbx_db **db_r);
+/* The same for a mailbox that may not be open yet: the error is set on
+   the mailbox's storage. */
+int sqlbox_mailbox_open_db(struct sqlbox_mailbox *mbox, struct sbx_db **db_r);
+
+/* The database of the mailbox's namespace. Only for a mailbox that is
+   open (opening it opened the database) or after sqlbox_mailbox_open_db(). */
 static inline struct sbx_db *sqlbox_mailbox_get_db(struct sqlbox_mailbox *mbox)
 {
 	return SQLBOX_LIST(mbox->box.list)->db;

@@ -4,7 +4,10 @@
    One sync is one index sync session inside one SQL transaction:
      push: the flag, keyword and expunge changes this process committed to
            the index (the index's sync records) are written to SQL under
-           one new MODSEQ; expunges leave tombstones;
+           one new MODSEQ; expunges leave tombstones. A mailbox
+           transaction's own changes reach SQL before the index commits
+           them (sqlbox_sync_write_changes()), so their records only take
+           SQL's MODSEQ;
      pull: rows whose modseq is above the mailbox's cursor, and tombstones
            above it, are applied through the index sync transaction, which
            is external, so they never come back as sync records.
@@ -20,6 +23,7 @@
 #include "seq-range-array.h"
 #include "mail-index-modseq.h"
 #include "mail-index-private.h"
+#include "mail-index-transaction-private.h"
 #include "mail-transaction-log-private.h"
 #include "mailbox-recent-flags.h"
 #include "index-sync-private.h"
@@ -43,6 +47,8 @@ struct sqlbox_sync_context {
 	struct sqlbox_mailbox *mbox;
 	struct sbx_db *db;
 	enum sqlbox_sync_flags flags;
+	/* changes SQL already has (sqlbox_sync_after_write()), or NULL */
+	const struct sqlbox_sync_written *written;
 
 	struct mail_index_sync_ctx *index_sync_ctx;
 	struct mail_index_view *sync_view;
@@ -177,21 +183,14 @@ sqlbox_sync_push_flags(struct sqlbox_sync_context *ctx,
 	return 0;
 }
 
-static int
-sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
-			 uint32_t uid)
+/* The sync record only reports an expunge request: the sync transaction
+   carries out the expunge (as sdbox does). */
+static void
+sqlbox_sync_expunge_index(struct sqlbox_sync_context *ctx, uint32_t seq,
+			  uint32_t uid)
 {
 	struct mailbox *box = &ctx->mbox->box;
 
-	if (mail_index_transaction_is_expunged(ctx->trans, seq))
-		return 0;
-	if (sqlbox_sync_get_push_modseq(ctx) < 0)
-		return -1;
-	if (sbx_msg_expunge(ctx->db, ctx->mbox->mailbox_id, uid,
-			    ctx->push_modseq) < 0)
-		return -1;
-	/* the sync record only reports the request: the sync
-	   transaction carries out the expunge (as sdbox does) */
 	mail_index_expunge(ctx->trans, seq);
 	seq_range_array_add(&ctx->pushed_expunges, uid);
 	if (box->opened) {
@@ -201,12 +200,48 @@ sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
 		mailbox_sync_notify(box, uid, MAILBOX_SYNC_TYPE_EXPUNGE);
 		box->tmp_sync_view = NULL;
 	}
+}
+
+static int
+sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
+			 uint32_t uid)
+{
+	if (mail_index_transaction_is_expunged(ctx->trans, seq))
+		return 0;
+	if (sqlbox_sync_get_push_modseq(ctx) < 0)
+		return -1;
+	if (sbx_msg_expunge(ctx->db, ctx->mbox->mailbox_id, uid,
+			    ctx->push_modseq) < 0)
+		return -1;
+	sqlbox_sync_expunge_index(ctx, seq, uid);
 	return 0;
 }
 
-/* Writes the index's sync records to SQL. Returns 1 if there were any,
-   0 if none, -1 on error. With only a read transaction the first record
-   found returns 1 at once: the caller restarts with the write lock. */
+/* Is uid's change already in SQL (sqlbox_sync_write_changes())? */
+static bool sqlbox_sync_was_written(struct sqlbox_sync_context *ctx,
+				    uint32_t uid)
+{
+	return ctx->written != NULL && ctx->written->modseq != 0 &&
+		seq_range_exists(&ctx->written->uids, uid);
+}
+
+/* A sync record of a change SQL already has: the index only takes its
+   MODSEQ, or carries out the expunge. */
+static void
+sqlbox_sync_push_written(struct sqlbox_sync_context *ctx,
+			 const struct mail_index_sync_rec *rec, uint32_t seq,
+			 uint32_t uid)
+{
+	if (rec->type != MAIL_INDEX_SYNC_TYPE_EXPUNGE)
+		mail_index_update_modseq(ctx->trans, seq, ctx->written->modseq);
+	else if (!mail_index_transaction_is_expunged(ctx->trans, seq))
+		sqlbox_sync_expunge_index(ctx, seq, uid);
+}
+
+/* Writes the index's sync records to SQL. Returns 1 if there were any
+   to write, 0 if none, -1 on error. With only a read transaction the
+   first record to write returns 1 at once: the caller restarts with the
+   write lock. Records of changes SQL already has need no write. */
 static int sqlbox_sync_push(struct sqlbox_sync_context *ctx)
 {
 	struct mail_index_sync_rec rec;
@@ -215,21 +250,26 @@ static int sqlbox_sync_push(struct sqlbox_sync_context *ctx)
 	int ret = 0;
 
 	while (mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
-		if (!ctx->write_tx)
-			return 1;
-		ret = 1;
 		if (!mail_index_lookup_seq_range(ctx->sync_view, rec.uid1,
 						 rec.uid2, &seq1, &seq2))
 			continue;
+		if (rec.type == MAIL_INDEX_SYNC_TYPE_EXPUNGE)
+			have_expunges = TRUE;
 		for (seq = seq1; seq <= seq2; seq++) {
 			int r;
 
 			mail_index_lookup_uid(ctx->sync_view, seq, &uid);
+			if (sqlbox_sync_was_written(ctx, uid)) {
+				sqlbox_sync_push_written(ctx, &rec, seq, uid);
+				continue;
+			}
+			if (!ctx->write_tx)
+				return 1;
+			ret = 1;
 			T_BEGIN {
 				if (rec.type == MAIL_INDEX_SYNC_TYPE_EXPUNGE) {
 					r = sqlbox_sync_push_expunge(ctx, seq,
 								     uid);
-					have_expunges = TRUE;
 				} else {
 					r = sqlbox_sync_push_flags(ctx, &rec,
 								   seq, uid);
@@ -844,7 +884,9 @@ skip:
 	e_debug(box->event, "sqlbox: \\Recent not claimed: %s", msg);
 }
 
-int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
+static int sqlbox_sync_run(struct sqlbox_mailbox *mbox,
+			   enum sqlbox_sync_flags flags,
+			   const struct sqlbox_sync_written *written)
 {
 	struct sqlbox_sync_context ctx;
 	unsigned int attempts = 0;
@@ -854,6 +896,7 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 	ctx.mbox = mbox;
 	ctx.db = sqlbox_mailbox_get_db(mbox);
 	ctx.flags = flags;
+	ctx.written = written;
 	ctx.write_tx = (flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) != 0;
 	if (mbox->need_full_import) {
 		ctx.reset = TRUE;
@@ -871,7 +914,8 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 		array_free(&ctx.import_recs);
 	if (ret > 0)
 		sqlbox_sync_update_keyword_limit(mbox);
-	if (ret > 0 && ctx.want_recent_claim &&
+	/* not inside a commit: the next sync claims them */
+	if (ret > 0 && ctx.want_recent_claim && written == NULL &&
 	    (flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) == 0)
 		sqlbox_sync_claim_recent(mbox);
 	if (ret == 0) {
@@ -881,6 +925,174 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 		return -1;
 	}
 	return ret < 0 ? -1 : 0;
+}
+
+int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
+{
+	return sqlbox_sync_run(mbox, flags, NULL);
+}
+
+int sqlbox_sync_after_write(struct sqlbox_mailbox *mbox,
+			    const struct sqlbox_sync_written *written)
+{
+	return sqlbox_sync_run(mbox, 0, written);
+}
+
+/* The keywords of a stored list after itrans's changes of seq. */
+static const char *
+sqlbox_sync_write_keywords(struct sqlbox_mailbox *mbox,
+			   struct mail_index_transaction *itrans, uint32_t seq,
+			   const char *keywords)
+{
+	const ARRAY_TYPE(keywords) *all =
+		mail_index_get_keywords(mbox->box.index);
+	const struct mail_index_transaction_keyword_update *u;
+	unsigned int idx, count;
+
+	if (!array_is_created(&itrans->keyword_updates))
+		return keywords;
+	u = array_get(&itrans->keyword_updates, &count);
+	for (idx = 0; idx < count; idx++) {
+		if (array_is_created(&u[idx].remove_seq) &&
+		    seq_range_exists(&u[idx].remove_seq, seq)) {
+			keywords = sqlbox_keywords_change(keywords,
+				array_idx_elem(all, idx), FALSE);
+		}
+		if (array_is_created(&u[idx].add_seq) &&
+		    seq_range_exists(&u[idx].add_seq, seq)) {
+			keywords = sqlbox_keywords_change(keywords,
+				array_idx_elem(all, idx), TRUE);
+		}
+	}
+	return keywords;
+}
+
+/* Writes one message's flag and keyword changes (u: its flag update, or
+   NULL). A message already expunged in SQL is left alone. */
+static int
+sqlbox_sync_write_message(struct sqlbox_mailbox *mbox,
+			  struct mail_index_transaction *itrans,
+			  const struct mail_index_flag_update *u, uint32_t seq,
+			  struct sqlbox_sync_written *written)
+{
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	struct sbx_msg msg;
+	const char *keywords;
+	uint32_t uid, flags;
+	int ret;
+
+	mail_index_lookup_uid(itrans->view, seq, &uid);
+	seq_range_array_add(&written->uids, uid);
+	ret = sbx_msg_lookup(db, mbox->mailbox_id, uid, &msg);
+	if (ret <= 0)
+		return ret;
+	flags = msg.flags;
+	keywords = t_strdup(msg.keywords);
+	if (u != NULL) {
+		flags = (flags | u->add_flags) & ~(uint32_t)u->remove_flags;
+		flags &= SBX_FLAGS_MASK;
+	}
+	keywords = sqlbox_sync_write_keywords(mbox, itrans, seq, keywords);
+	return sbx_msg_update_flags(db, mbox->mailbox_id, uid, flags, keywords,
+				    written->modseq) < 0 ? -1 : 0;
+}
+
+/* Every sequence whose flags or keywords itrans changes. */
+static void
+sqlbox_sync_changed_seqs(struct mail_index_transaction *itrans,
+			 ARRAY_TYPE(seq_range) *seqs)
+{
+	const struct mail_index_flag_update *u;
+	const struct mail_index_transaction_keyword_update *ku;
+
+	if (array_is_created(&itrans->updates)) {
+		array_foreach(&itrans->updates, u)
+			seq_range_array_add_range(seqs, u->uid1, u->uid2);
+	}
+	if (array_is_created(&itrans->keyword_updates)) {
+		array_foreach(&itrans->keyword_updates, ku) {
+			if (array_is_created(&ku->add_seq))
+				seq_range_array_merge(seqs, &ku->add_seq);
+			if (array_is_created(&ku->remove_seq))
+				seq_range_array_merge(seqs, &ku->remove_seq);
+		}
+	}
+}
+
+static int
+sqlbox_sync_write_changes_to(struct sqlbox_mailbox *mbox,
+			     struct mail_index_transaction *itrans,
+			     struct sqlbox_sync_written *written)
+{
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	const struct mail_transaction_expunge_guid *e;
+	const struct mail_index_flag_update *updates = NULL;
+	ARRAY_TYPE(seq_range) seqs, expunged;
+	struct seq_range_iter iter;
+	unsigned int n = 0, i = 0, count = 0;
+	uint32_t seq, uid;
+	int ret = 0;
+
+	/* what the commit will do: flag updates that change nothing are
+	   dropped (they get no MODSEQ), UNCHANGEDSINCE conflicts cancelled */
+	mail_index_transaction_finish_so_far(itrans);
+	t_array_init(&seqs, 32);
+	t_array_init(&expunged, 32);
+	sqlbox_sync_changed_seqs(itrans, &seqs);
+	if (array_is_created(&itrans->expunges)) {
+		array_foreach(&itrans->expunges, e)
+			seq_range_array_add(&expunged, e->uid);
+	}
+	if (array_count(&seqs) == 0 && array_count(&expunged) == 0)
+		return 0;
+	if (sbx_mailbox_modseq_alloc(db, mbox->mailbox_id,
+				     &written->modseq) < 0)
+		return -1;
+
+	/* before export, an expunge's "uid" is still a sequence */
+	seq_range_array_iter_init(&iter, &expunged);
+	while (seq_range_array_iter_nth(&iter, n++, &seq)) {
+		mail_index_lookup_uid(itrans->view, seq, &uid);
+		seq_range_array_add(&written->uids, uid);
+		if (sbx_msg_expunge(db, mbox->mailbox_id, uid,
+				    written->modseq) < 0)
+			return -1;
+	}
+	/* flag updates are sorted and never overlap (lib-index merges
+	   them), as are the sequences: one walk pairs them */
+	if (array_is_created(&itrans->updates))
+		updates = array_get(&itrans->updates, &count);
+	seq_range_array_iter_init(&iter, &seqs);
+	n = 0;
+	while (ret == 0 && seq_range_array_iter_nth(&iter, n++, &seq)) {
+		const struct mail_index_flag_update *u = NULL;
+
+		while (i < count && updates[i].uid2 < seq)
+			i++;
+		if (i < count && updates[i].uid1 <= seq)
+			u = &updates[i];
+		if (seq_range_exists(&expunged, seq))
+			continue;
+		T_BEGIN {
+			ret = sqlbox_sync_write_message(mbox, itrans, u, seq,
+							written);
+		} T_END;
+	}
+	return ret;
+}
+
+int sqlbox_sync_write_changes(struct sqlbox_mailbox *mbox,
+			      struct mail_index_transaction *itrans,
+			      struct sqlbox_sync_written *written)
+{
+	int ret;
+
+	T_BEGIN {
+		ret = sqlbox_sync_write_changes_to(mbox, itrans, written);
+	} T_END;
+	if (ret < 0)
+		sqlbox_set_box_error(&mbox->box, sqlbox_mailbox_get_db(mbox));
+	return ret;
 }
 
 /* force-resync: counters are kept by triggers, but a database edited by

@@ -3,12 +3,13 @@
    SQL when it commits.
 
    Flag, keyword and expunge changes and attribute changes are written to
-   SQL before the commit returns, in one SQL transaction whose write lock
-   is taken before the index commits: a lock that can't be had within
-   sqlbox_lock_timeout fails the command with NO [INUSE] and changes
-   nothing, neither in SQL nor in the session's view. A transaction that
-   saves takes the lock in commit_pre instead (sqlbox-save.c); its other
-   changes, if any, follow in a transaction of their own. */
+   SQL before the commit returns, in one SQL transaction that commits
+   before the index does: a lock that can't be had within
+   sqlbox_lock_timeout (NO [INUSE]), a full disk or an I/O error fails the
+   command and changes nothing, neither in SQL nor in the session's view.
+   A transaction that saves takes the lock in commit_pre instead
+   (sqlbox-save.c); its other changes, if any, follow in a transaction of
+   their own. */
 
 #include "lib.h"
 #include "array.h"
@@ -171,6 +172,10 @@ sqlbox_transaction_apply_modseqs(struct mailbox_transaction_context *t)
 	return 0;
 }
 
+/* SQL commits first, the index after it: a lock timeout, a full disk or
+   an I/O error fails the command while neither SQL nor the session's view
+   has anything of it. The sync that follows only gives the index's
+   records SQL's MODSEQ; it writes nothing. */
 static int
 sqlbox_transaction_commit_locked(struct mailbox_transaction_context *t,
 				 struct mail_transaction_commit_changes *changes_r,
@@ -180,46 +185,46 @@ sqlbox_transaction_commit_locked(struct mailbox_transaction_context *t,
 	struct mailbox *box = t->box;
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(box);
 	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	struct sqlbox_sync_written written;
+	int ret = -1;
 
+	i_zero(&written);
+	i_array_init(&written.uids, 32);
 	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
 		sqlbox_set_box_error(box, db);
 		index_transaction_rollback(t);
-		return -1;
+		goto out;
 	}
 	if (sqlbox_transaction_apply_attrs(db, mbox->mailbox_id, attrs,
 					   attr_count) < 0) {
 		sqlbox_set_box_error(box, db);
-		sbx_tx_rollback(db);
-		index_transaction_rollback(t);
-		return -1;
+		goto out_rollback;
 	}
 	if (t->itrans->max_modseq != 0 &&
-	    sqlbox_transaction_check_unchanged(t) < 0) {
-		sbx_tx_rollback(db);
-		index_transaction_rollback(t);
-		return -1;
-	}
+	    sqlbox_transaction_check_unchanged(t) < 0)
+		goto out_rollback;
 	if (sqlbox_transaction_apply_modseqs(t) < 0) {
 		sqlbox_set_box_error(box, db);
-		sbx_tx_rollback(db);
-		index_transaction_rollback(t);
-		return -1;
+		goto out_rollback;
 	}
-	if (index_transaction_commit(t, changes_r) < 0) {
-		sbx_tx_rollback(db);
-		return -1;
-	}
-	if (sqlbox_sync(mbox, SQLBOX_SYNC_FLAG_IN_WRITE_TX) < 0) {
-		sbx_tx_rollback(db);
-		return -1;
-	}
+	if (sqlbox_sync_write_changes(mbox, t->itrans, &written) < 0)
+		goto out_rollback;
 	if (sbx_tx_commit(db) < 0) {
 		sqlbox_set_box_error(box, db);
-		/* the index has what SQL refused */
-		mbox->need_full_import = TRUE;
-		return -1;
+		index_transaction_rollback(t);
+		goto out;
 	}
-	return 0;
+	/* SQL has it all: if the index fails now, the next sync pulls it */
+	if (index_transaction_commit(t, changes_r) < 0)
+		goto out;
+	ret = sqlbox_sync_after_write(mbox, &written);
+	goto out;
+out_rollback:
+	sbx_tx_rollback(db);
+	index_transaction_rollback(t);
+out:
+	array_free(&written.uids);
+	return ret;
 }
 
 int sqlbox_transaction_commit(struct mailbox_transaction_context *t,

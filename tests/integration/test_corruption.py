@@ -5,12 +5,15 @@ clear error and loses nothing).
 A user's mail.sqlite is replaced by something that is not a sqlbox
 database of this version: random bytes, zeros, a truncated copy, a file
 that is not SQLite at all, another program's SQLite database, a database
-claiming a newer schema. Each time
-Dovecot logs one error naming the file, the client gets a temporary
-failure instead of a crash or a silently empty mailbox, the file's bytes
-stay as they were, and `doveadm sqlbox check` says what is wrong. A stale
--shm left by a crashed process is no damage at all: SQLite rebuilds it
-and every message is still there."""
+claiming a newer schema. Each time Dovecot logs one error naming the file,
+the file's bytes stay as they were, `doveadm sqlbox check` says what is
+wrong, and the user gets a temporary failure that clients understand
+instead of a crash or a silently empty mailbox: the IMAP login works and
+every command that needs the database answers NO [UNAVAILABLE] (RFC 5530
+3: a subsystem is down; try again later), POP3 answers -ERR [SYS/TEMP]
+(RFC 3206 4) and LMTP 451 (RFC 2033 4.2, RFC 5321 4.2.1: the MTA
+retries). A stale -shm left by a crashed process is no damage at all:
+SQLite rebuilds it and every message is still there."""
 
 import hashlib
 import imaplib
@@ -20,7 +23,9 @@ import subprocess
 
 import pytest
 
-from harness import linked_doveadm_module, append, check, sqlbox_only
+from harness import (Literal, linked_doveadm_module, append, check, quote,
+                     sqlbox_only)
+from pop3util import connect as pop3_connect
 
 MESSAGE = b"From: a@example.org\r\nSubject: keep me\r\n\r\nprecious\r\n"
 
@@ -75,31 +80,101 @@ def doveadm_check(dovecot, user):
                           stderr=subprocess.PIPE, text=True, timeout=120)
 
 
-def refused(dovecot, user):
-    """Logs in and SELECTs INBOX; returns the text of whichever was
-    refused, or None if both worked. A user whose storage cannot be set up
-    is told so the way Dovecot tells it for any backend: the session ends
-    with BYE "Internal error occurred" (a temporary failure, RFC 3501
-    7.1.5), as imaplib's abort."""
-    c = dovecot.imap(login=False)
-    try:
-        c.login(user, dovecot.password(user))
-        typ, data = c.select("INBOX")
-    except imaplib.IMAP4.abort as e:
-        return "BYE " + str(e)
-    except imaplib.IMAP4.error as e:
-        return "NO " + str(e)
-    text = data[-1].decode(errors="replace") if data and data[-1] else ""
-    c.logout()
-    return None if typ == "OK" else "NO " + text
+UNAVAILABLE = "[UNAVAILABLE] Mail storage temporarily unavailable, " \
+    "try again later"
+POP3_TEMP = b"-ERR [SYS/TEMP] Mail storage temporarily unavailable, " \
+    b"try again later"
+
+# Commands that need the database, and one that doesn't.
+IMAP_COMMANDS = [
+    (b"LIST", b'LIST "" "*"'),
+    (b"LSUB", b'LSUB "" "*"'),
+    (b"STATUS", b"STATUS INBOX (MESSAGES UIDNEXT)"),
+    (b"SELECT", b"SELECT INBOX"),
+    (b"EXAMINE", b"EXAMINE INBOX"),
+    (b"CREATE", b"CREATE Archive"),
+    (b"SUBSCRIBE", b"SUBSCRIBE INBOX"),
+    (b"RENAME", b"RENAME Archive Old"),
+    (b"DELETE", b"DELETE Archive"),
+    (b"GETMETADATA", b'GETMETADATA INBOX /private/comment'),
+]
 
 
-def temporary(answer):
-    """A refusal that tells the client to try again later, never a
-    permanent or silent one."""
-    return answer is not None and (
-        "UNAVAILABLE" in answer or "SERVERBUG" in answer or
-        ("BYE" in answer and "Internal error occurred" in answer))
+def untimed(text):
+    """A tagged answer's text without Dovecot's timing suffix."""
+    return re.sub(r" \(\d+\.\d+ \+ \d+\.\d+(?: \+ \d+\.\d+)? secs\)\.?$",
+                  "", text)
+
+
+def imap_transcript(dovecot, user):
+    """LOGIN, every command of IMAP_COMMANDS, an APPEND, NOOP and LOGOUT
+    on one connection: [(command, status, text without timing)]."""
+    r = dovecot.raw_imap(login=False)
+    out = []
+    status, text, _ = r.command(b"LOGIN " + quote(user) + b" " +
+                                quote(dovecot.password(user)))
+    out.append((b"LOGIN", status, text.split("] ")[-1]))
+    for name, line in IMAP_COMMANDS:
+        status, text, _ = r.command(line)
+        out.append((name, status, untimed(text)))
+    status, text, _ = r.command(b"APPEND INBOX", b" ", Literal(MESSAGE))
+    out.append((b"APPEND", status, untimed(text)))
+    for name in (b"NOOP", b"LOGOUT"):
+        status, text, _ = r.command(name)
+        out.append((name, status, untimed(text)))
+    return out
+
+
+def check_imap_refused(dovecot, user):
+    """The login works; every command that needs the database answers the
+    same temporary NO, naming nothing internal; the session goes on."""
+    expected = [(b"LOGIN", "OK", "Logged in")]
+    expected += [(name, "NO", UNAVAILABLE) for name, _ in IMAP_COMMANDS]
+    expected += [(b"APPEND", "NO", UNAVAILABLE),
+                 (b"NOOP", "OK", "NOOP completed"),
+                 (b"LOGOUT", "OK", "Logout completed")]
+    assert imap_transcript(dovecot, user) == expected
+
+
+def check_pop3_refused(dovecot, user):
+    """Dovecot's POP3 opens INBOX right after +OK to PASS (RFC 1939 7:
+    the TRANSACTION state); the open fails with [SYS/TEMP] (RFC 3206 4:
+    try again later) and the server closes the connection."""
+    p = pop3_connect(dovecot)
+    assert p.login(user, dovecot.password(user)) == b"+OK Logged in."
+    assert p.cmd(b"STAT") == POP3_TEMP
+    assert p.at_eof()
+
+
+def check_lmtp_refused(dovecot, user):
+    """A delivery is refused for now, not for good: the MTA keeps it."""
+    code, text = dovecot.lmtp_deliver(user, MESSAGE)[user]
+    assert (code, text) == (
+        451, "4.2.0 <%s> Mail storage temporarily unavailable, "
+        "try again later" % user)
+
+
+def check_refused_everywhere(dovecot, user, mark):
+    check_imap_refused(dovecot, user)
+    check_pop3_refused(dovecot, user)
+    check_lmtp_refused(dovecot, user)
+    dovecot.close_clients()
+    dovecot.wait_sessions_closed(mark)
+    # One error naming the file per session (IMAP, POP3, LMTP), however
+    # many commands failed; nothing else about it.
+    path = str(dovecot.db_path(user))
+    log = dovecot.log_text(mark)
+    naming = [line for line in log.splitlines()
+              if ": Error: " in line and path in line]
+    assert len(naming) == 3, "\n".join(naming) or log
+    for proto in ("imap", "pop3", "lmtp"):
+        assert sum(1 for line in naming
+                   if line.split(" ", 2)[2].startswith(proto + "(")) == 1, \
+            "\n".join(naming)
+    for line in log.splitlines():
+        assert "Panic" not in line and "killed with signal" not in line, line
+        assert "BYE" not in line, line
+    return naming
 
 
 def random_bytes(n):
@@ -142,9 +217,9 @@ def test_damaged_file_is_refused_and_kept(dovecot, kind, allow_log):
     mark = dovecot.log_size()
 
     allow_log.append(re.escape(str(dovecot.db_path(user))))
-    answer = refused(dovecot, user)
-    assert answer is not None, "a damaged %s database was used" % kind
-    assert temporary(answer), answer
+    allow_log.append(r"pop3\(%s\).*: Error: Couldn't open INBOX: Mail "
+                     r"storage temporarily unavailable" % user)
+    check_refused_everywhere(dovecot, user, mark)
     # The server is still there for others.
     other = dovecot.new_user()
     c = dovecot.imap(other)
@@ -157,13 +232,6 @@ def test_damaged_file_is_refused_and_kept(dovecot, kind, allow_log):
     dovecot.close_clients()
     dovecot.wait_sessions_closed(mark)
     assert digest(dovecot, user) == before, "the damaged file was changed"
-    log = dovecot.log_text(mark)
-    errors = [line for line in log.splitlines() if ": Error: " in line]
-    assert errors, "no error logged for a %s database" % kind
-    assert any(str(dovecot.db_path(user)) in line for line in errors), \
-        "the error does not name the file:\n" + "\n".join(errors)
-    for line in log.splitlines():
-        assert "Panic" not in line and "killed with signal" not in line, line
 
 
 def test_newer_schema_is_refused_and_kept(dovecot, allow_log):
@@ -173,15 +241,38 @@ def test_newer_schema_is_refused_and_kept(dovecot, allow_log):
     before = digest(dovecot, user)
     mark = dovecot.log_size()
     allow_log.append(re.escape(str(dovecot.db_path(user))))
-    answer = refused(dovecot, user)
-    assert temporary(answer), answer
+    allow_log.append(r"pop3\(%s\).*: Error: Couldn't open INBOX: Mail "
+                     r"storage temporarily unavailable" % user)
+    naming = check_refused_everywhere(dovecot, user, mark)
+    assert all("newer than this sqlbox" in line for line in naming), naming
     p = doveadm_check(dovecot, user)
     assert p.returncode != 0
     assert "newer" in p.stdout + p.stderr, p.stdout + p.stderr
     dovecot.close_clients()
     dovecot.wait_sessions_closed(mark)
     assert digest(dovecot, user) == before
-    assert "newer than this sqlbox" in dovecot.log_text(mark)
+
+
+def test_repaired_file_is_used_in_the_same_session(dovecot, allow_log):
+    """A database that could not be opened is tried again by the next
+    command that needs it: once the operator puts the file back, the
+    session that got NO [UNAVAILABLE] works without logging in again, and
+    nothing is lost."""
+    user = dovecot.new_user()
+    make_mailbox(dovecot, user)
+    good = real_db(dovecot, user)
+    replace_db(dovecot, user, random_bytes(len(good)))
+    allow_log.append(re.escape(str(dovecot.db_path(user))))
+    r = dovecot.raw_imap(user)
+    status, text, _ = r.command(b"SELECT INBOX")
+    assert (status, untimed(text)) == ("NO", UNAVAILABLE)
+    replace_db(dovecot, user, good)
+    status, text, untagged = r.command(b"SELECT INBOX")
+    assert status == "OK", text
+    assert b"* 1 EXISTS" in [line.rstrip() for line in untagged], untagged
+    status, text, untagged = r.command(b"FETCH 1 BODY.PEEK[]")
+    assert status == "OK", text
+    assert MESSAGE in b"".join(untagged), untagged
 
 
 def test_stale_shm_is_rebuilt(dovecot):

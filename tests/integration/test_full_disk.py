@@ -3,16 +3,20 @@
 in a mount namespace private to this test process (and so to the Dovecot
 it starts). APPEND, COPY and LMTP delivery fill it until they fail with a
 temporary error (IMAP NO, LMTP 4xx); whatever was stored before stays
-intact and readable; once space is freed everything works again."""
+intact and readable. A flag change or an expunge that SQL refuses is
+refused before the session's view shows it: the command answers NO and
+the session goes on. Once space is freed everything works again, in the
+same session."""
 
 import ctypes
+import errno
 import os
 import subprocess
 
 import pytest
 
 from harness import DovecotInstance, InstanceError, check, literal_plus
-from invariants import check_database, db_state
+from invariants import check_database, compare_view, db_state, imap_view
 
 CLONE_NEWNS = 0x00020000
 DISK = "4m"
@@ -59,6 +63,18 @@ def dovecot():
     inst.close()
 
 
+def fill_up(path):
+    """Writes path until the filesystem has no byte left."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (64 * 1024, 4096, 512, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+
+
 def ok(raw, command):
     st, text, lines = raw.command(command)
     assert st == "OK", "%r: %s %s" % (command[:60], st, text)
@@ -66,8 +82,7 @@ def ok(raw, command):
 
 
 @pytest.mark.allow_log(r"No space left on device|SQLITE_FULL|disk is full",
-                       r"database or disk is full",
-                       r"in-memory index\) reset, view is now inconsistent")
+                       r"database or disk is full")
 def test_full_disk_refuses_then_recovers(dovecot):
     user = "user01"
     # Something else on the disk that the operator can remove later.
@@ -76,6 +91,9 @@ def test_full_disk_refuses_then_recovers(dovecot):
     raw = dovecot.raw_imap(user)
     ok(raw, b'CREATE "Copies"')
     ok(raw, b'CREATE "Spare"')
+    # a message waiting for EXPUNGE while the disk is full
+    ok(raw, b'APPEND "Spare" (\\Deleted) ' +
+       literal_plus(b"Subject: doomed\r\n\r\nx\r\n"))
     stored = 0
     answers = []
     for n in range(1, 200):
@@ -117,22 +135,59 @@ def test_full_disk_refuses_then_recovers(dovecot):
     assert len(st_db.folder("INBOX")) == stored
     assert len(st_db.folder("Copies")) == 0
 
-    # While the disk is full even a flag change, which needs room in the
-    # WAL for a moment, is refused, and SQL keeps what it had. The
-    # session's in-memory index already showed the change, so Dovecot
-    # resets it at the next command and ends that session; the client
-    # logs in again and sees SQL's state.
-    st, text, _ = raw.command(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
-    assert st == "NO", text
-    assert len(db_state(dovecot, user).folder("INBOX")) == stored
-    assert db_state(dovecot, user).folder("INBOX")[1]["flags"] & 4 == 0
-    raw.close()
-
-    # The operator frees space; then the user can too.
+    # The failed writes above leave room in the WAL that a small change
+    # could still use. So the disk is made exactly full: with the
+    # ballast's room the operator checkpoints the WAL into the database
+    # (it is empty afterwards), and a filler file takes every byte left.
+    # Any write transaction now needs a new page for the WAL.
     ballast.unlink()
-    raw = dovecot.raw_imap(user)
+    out = dovecot.sql_by_hand(user, "PRAGMA wal_checkpoint(TRUNCATE);")
+    assert out.splitlines()[-1] == "0|0|0", out     # not busy, WAL empty
+    filler = dovecot.user_dir(user) / "filler"
+    fill_up(filler)
+
+    # Now even a flag change or an expunge is refused. SQL commits before
+    # the index does, so the session's view never shows the change: the
+    # command answers NO (a temporary error) and the session goes on with
+    # SQL's state, as after a lock timeout (test_changes_refused.py).
+    before = db_state(dovecot, user)
+    for command in (b"STORE 1 +FLAGS.SILENT (\\Deleted)",
+                    b"STORE 1:2 +FLAGS ($Work \\Flagged)",
+                    b"STORE 1:* +FLAGS.SILENT (\\Seen)",
+                    b"UID STORE 1 FLAGS (\\Answered)"):
+        st, text, lines = raw.command(command)
+        assert (st, lines) == ("NO", []), (command, st, text, lines)
+        assert text.startswith("[SERVERBUG] Internal error occurred."), text
+        ok(raw, b"NOOP")
+    # A change that changes nothing writes nothing.
+    ok(raw, b"STORE 2 -FLAGS.SILENT (\\Seen)")
+    assert compare_view(imap_view(raw), before, "INBOX") == []
+    ok(raw, b'SELECT "Spare"')
+    spare = len(before.folder("Spare"))
+    st, text, lines = raw.command(b"EXPUNGE")
+    assert (st, lines) == ("NO", []), (st, text, lines)
+    assert text.startswith("[SERVERBUG] Internal error occurred."), text
+    _, lines = ok(raw, b"NOOP")
+    assert not any(b"EXPUNGE" in x for x in lines), lines
+    assert compare_view(imap_view(raw), before, "Spare") == []
+    after = db_state(dovecot, user)
+    assert after.messages == before.messages
+    assert after.mailboxes == before.mailboxes
+    assert check_database(after) == []
+
+    # The operator frees space; the same session's changes now work.
+    filler.unlink()
+    _, lines = ok(raw, b"EXPUNGE")
+    assert [x for x in lines if b"EXPUNGE" in x] == [b"* 1 EXPUNGE\r\n"], \
+        lines
+    assert len(db_state(dovecot, user).folder("Spare")) == spare - 1
     ok(raw, b"SELECT INBOX")
+    _, lines = ok(raw, b"STORE 1:2 +FLAGS ($Work \\Flagged)")
+    assert [x for x in lines if b" FETCH " in x] == [
+        b"* %d FETCH (FLAGS (\\Flagged $Work))\r\n" % n for n in (1, 2)], lines
     ok(raw, b"STORE 1:%d +FLAGS.SILENT (\\Deleted)" % (stored // 2))
+    assert compare_view(imap_view(raw), db_state(dovecot, user),
+                        "INBOX") == []
     ok(raw, b"EXPUNGE")
     ok(raw, b'SELECT "Spare"')
     ok(raw, b"STORE 1:* +FLAGS.SILENT (\\Deleted)")
