@@ -191,6 +191,14 @@ static void sbx_describe_chunk_orphan(struct sbx_check_ctx *ctx,
 			  ctx->repair ? " (deleted)" : "");
 }
 
+static void sbx_describe_parsed_orphan(struct sbx_check_ctx *ctx,
+				       sqlite3_stmt *stmt)
+{
+	sbx_check_problem(ctx, "parsed fields of body %lld: the body is "
+			  "gone%s", (long long)sqlite3_column_int64(stmt, 0),
+			  ctx->repair ? " (deleted)" : "");
+}
+
 static void sbx_describe_body_size(struct sbx_check_ctx *ctx,
 				   sqlite3_stmt *stmt)
 {
@@ -234,6 +242,9 @@ static int sbx_admin_check_logic(struct sbx_check_ctx *ctx)
 	    sbx_admin_check_query(ctx, SBX_STMT_ADMIN_CHECK_CHUNK_ORPHANS,
 				  sbx_describe_chunk_orphan, 0, -1,
 				  SBX_STMT_ADMIN_DELETE_CHUNKS) < 0 ||
+	    sbx_admin_check_query(ctx, SBX_STMT_ADMIN_CHECK_PARSED_ORPHANS,
+				  sbx_describe_parsed_orphan, 0, -1,
+				  SBX_STMT_ADMIN_DELETE_PARSED) < 0 ||
 	    sbx_admin_check_query(ctx, SBX_STMT_ADMIN_CHECK_REFCOUNTS,
 				  sbx_describe_refcount, 0, -1,
 				  SBX_STMT_ADMIN_FIX_REFCOUNT) < 0 ||

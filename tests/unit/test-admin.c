@@ -81,6 +81,9 @@ Test(admin, each_planted_fault_is_found_and_repaired)
 		/* chunks without their body */
 		"INSERT INTO body_chunks(body_id, seq, data) VALUES "
 		"(999999, 0, x'00')",
+		/* parsed fields without their body */
+		"INSERT INTO body_parsed(body_id, headers) VALUES "
+		"(999999, x'')",
 		/* a UID both a message and a tombstone */
 		"INSERT INTO expunged(mailbox_id, uid, modseq, guid, "
 		"expunged_at) SELECT mailbox_id, uid, 1, guid, 0 "
