@@ -20,7 +20,11 @@ import re
 import sys
 from pathlib import Path
 
-SQLBOX_FRAME = re.compile(r"sqlbox|\bsbx_|/sbx-[a-z-]+\.c")
+# a frame of sqlbox's code: its functions, its modules, its sources (not
+# any path that happens to hold "sqlbox", like a test instance's module
+# directory /tmp/sbx-sqlbox-*/modules/ with Dovecot's own plugins in it)
+SQLBOX_FRAME = re.compile(r"\b(sqlbox|sbx)_|_sqlbox_[a-z_]*plugin\.so|"
+                          r"/(sbx|sqlbox|submission-sqlbox)-[a-z-]+\.[ch]\b")
 
 
 def blocks(text, start):
