@@ -6,7 +6,6 @@ import json
 import os
 import re
 import smtplib
-import socket
 import subprocess
 
 DOMAIN = "example.test"

@@ -16,7 +16,6 @@ retries). A stale -shm left by a crashed process is no damage at all:
 SQLite rebuilds it and every message is still there."""
 
 import hashlib
-import imaplib
 import os
 import re
 import subprocess

@@ -13,7 +13,6 @@ The events reach the stats service over its socket after the command
 answered, so the counts are polled until they arrive (with a bound); no
 test depends on how long anything takes."""
 
-import os
 import re
 import time
 

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from harness import DovecotInstance, InstanceError, check, literal_plus
+from harness import DovecotInstance, InstanceError, literal_plus
 from invariants import check_database, compare_view, db_state, imap_view
 
 CLONE_NEWNS = 0x00020000

@@ -14,7 +14,6 @@ import subprocess
 import tempfile
 import time
 
-import pytest
 
 from harness import literal_plus, sqlbox_only
 from invariants import check_database, db_state

@@ -16,7 +16,6 @@ itself decides an answer, the maildir `oracle` (a dict-backed Dovecot) is
 asked the same and must answer the same.
 """
 
-import pytest
 import re
 import time
 

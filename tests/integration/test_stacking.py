@@ -31,7 +31,6 @@ import time
 import pytest
 
 import conftest
-import deliveryutil as du
 import pop3util
 from harness import DovecotInstance, append, check, mbox, sqlbox_only
 
