@@ -411,6 +411,9 @@ static int sbx_db_configure(struct sbx_db *db)
 	if (sbx_db_exec_pragma(db,
 			sbx_db_synchronous_pragma(db->synchronous)) < 0)
 		return -1;
+	/* COPY and MOVE batches, bound as a C array (sbx-msg.c) */
+	if (sbx_msg_register_functions(db) < 0)
+		return -1;
 	sqlite3_commit_hook(db->sqlite, sbx_db_commit_hook, db);
 	/* replaces the automatic checkpoint: see sbx_db_wal_hook() */
 	sqlite3_wal_hook(db->sqlite, sbx_db_wal_hook, db);
