@@ -38,6 +38,8 @@ struct sqlbox_import_rec {
 	bool expunged;
 };
 ARRAY_DEFINE_TYPE(sqlbox_import_rec, struct sqlbox_import_rec);
+/* The index's sync records, gathered before the push applies them. */
+ARRAY_DEFINE_TYPE(sqlbox_sync_rec, struct mail_index_sync_rec);
 
 struct sqlbox_sync_context {
 	struct sqlbox_mailbox *mbox;
@@ -54,6 +56,8 @@ struct sqlbox_sync_context {
 	uint64_t push_modseq;
 	/* UIDs the push expunged: the pull must not expunge them twice */
 	ARRAY_TYPE(seq_range) pushed_expunges;
+	/* the UIDs the push is to expunge that SQL still has */
+	ARRAY_TYPE(seq_range) expunge_rows;
 	/* the import of a whole folder: every message and tombstone, and
 	   SQL's highest MODSEQ and highest deleted tombstone's */
 	ARRAY_TYPE(sqlbox_import_rec) import_recs;
@@ -177,6 +181,41 @@ sqlbox_sync_push_flags(struct sqlbox_sync_context *ctx,
 	return 0;
 }
 
+/* Of the UIDs the sync records expunge, the ones SQL still has, into
+   ctx->expunge_rows: a MOVE expunged its sources with their copies, and
+   another session may have expunged some. One query per range of UIDs
+   (a MOVE's thousand expunge records are one range). Returns 0 or -1. */
+static int
+sqlbox_sync_expunge_rows(struct sqlbox_sync_context *ctx,
+			 const ARRAY_TYPE(sqlbox_sync_rec) *recs)
+{
+	const struct mail_index_sync_rec *rec;
+	const struct seq_range *range;
+	ARRAY_TYPE(seq_range) uids;
+	struct sbx_uid_iter *iter;
+	uint32_t uid;
+	int ret = 0;
+
+	if (!array_is_created(&ctx->expunge_rows))
+		i_array_init(&ctx->expunge_rows, 64);
+	array_clear(&ctx->expunge_rows);
+	t_array_init(&uids, 16);
+	array_foreach(recs, rec) {
+		if (rec->type == MAIL_INDEX_SYNC_TYPE_EXPUNGE)
+			seq_range_array_add_range(&uids, rec->uid1, rec->uid2);
+	}
+	array_foreach(&uids, range) {
+		if (sbx_uid_iter_init(ctx->db, ctx->mbox->mailbox_id,
+				      range->seq1, range->seq2, &iter) < 0)
+			return -1;
+		while ((ret = sbx_uid_iter_next(iter, &uid)) > 0)
+			seq_range_array_add(&ctx->expunge_rows, uid);
+		if (sbx_uid_iter_deinit(&iter) < 0 || ret < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
 			 uint32_t uid)
@@ -185,11 +224,15 @@ sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
 
 	if (mail_index_transaction_is_expunged(ctx->trans, seq))
 		return 0;
-	if (sqlbox_sync_get_push_modseq(ctx) < 0)
-		return -1;
-	if (sbx_msg_expunge(ctx->db, ctx->mbox->mailbox_id, uid,
-			    ctx->push_modseq) < 0)
-		return -1;
+	/* a row already gone takes no MODSEQ: a transaction that changes
+	   nothing in SQL writes nothing, and costs no fsync */
+	if (seq_range_exists(&ctx->expunge_rows, uid)) {
+		if (sqlbox_sync_get_push_modseq(ctx) < 0)
+			return -1;
+		if (sbx_msg_expunge(ctx->db, ctx->mbox->mailbox_id, uid,
+				    ctx->push_modseq) < 0)
+			return -1;
+	}
 	/* the sync record only reports the request: the sync
 	   transaction carries out the expunge (as sdbox does) */
 	mail_index_expunge(ctx->trans, seq);
@@ -209,15 +252,25 @@ sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
    found returns 1 at once: the caller restarts with the write lock. */
 static int sqlbox_sync_push(struct sqlbox_sync_context *ctx)
 {
+	ARRAY_TYPE(sqlbox_sync_rec) recs;
+	const struct mail_index_sync_rec *recp;
 	struct mail_index_sync_rec rec;
 	uint32_t seq, seq1, seq2, uid;
 	bool have_expunges = FALSE;
-	int ret = 0;
 
-	while (mail_index_sync_next(ctx->index_sync_ctx, &rec)) {
-		if (!ctx->write_tx)
-			return 1;
-		ret = 1;
+	if (!mail_index_sync_next(ctx->index_sync_ctx, &rec))
+		return 0;
+	if (!ctx->write_tx)
+		return 1;
+	t_array_init(&recs, 32);
+	do {
+		array_push_back(&recs, &rec);
+	} while (mail_index_sync_next(ctx->index_sync_ctx, &rec));
+	if (sqlbox_sync_expunge_rows(ctx, &recs) < 0)
+		return -1;
+
+	array_foreach(&recs, recp) {
+		rec = *recp;
 		if (!mail_index_lookup_seq_range(ctx->sync_view, rec.uid1,
 						 rec.uid2, &seq1, &seq2))
 			continue;
@@ -241,7 +294,7 @@ static int sqlbox_sync_push(struct sqlbox_sync_context *ctx)
 	}
 	if (have_expunges && ctx->mbox->box.opened)
 		mailbox_sync_notify(&ctx->mbox->box, 0, 0);
-	return ret;
+	return 1;
 }
 
 static void
@@ -737,7 +790,9 @@ static int sqlbox_sync_try(struct sqlbox_sync_context *ctx)
 	if (ctx->reset)
 		mail_index_reset(ctx->trans);
 
-	ret = sqlbox_sync_push(ctx);
+	T_BEGIN {
+		ret = sqlbox_sync_push(ctx);
+	} T_END;
 	if (ret > 0 && !ctx->write_tx) {
 		/* local changes: start again holding the write lock */
 		mail_index_sync_rollback(&ctx->index_sync_ctx);
@@ -867,6 +922,8 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags)
 		ret = sqlbox_sync_try(&ctx);
 	} while (ret == 0 && ++attempts < 3);
 	array_free(&ctx.pushed_expunges);
+	if (array_is_created(&ctx.expunge_rows))
+		array_free(&ctx.expunge_rows);
 	if (array_is_created(&ctx.import_recs))
 		array_free(&ctx.import_recs);
 	if (ret > 0)
