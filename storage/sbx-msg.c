@@ -292,7 +292,8 @@ int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
 				     "list messages: out of memory");
 	}
 	iter->db = db;
-	if (sbx_stmt_get(db, SBX_STMT_MSG_ITER, &iter->stmt) < 0)
+	if (sbx_stmt_get(db, since_modseq == 0 ? SBX_STMT_MSG_ITER :
+			 SBX_STMT_MSG_ITER_SINCE, &iter->stmt) < 0)
 		goto out_free;
 	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
 	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
@@ -454,7 +455,8 @@ int sbx_expunge_iter_init(struct sbx_db *db, int64_t mailbox_id,
 				     "list expunges: out of memory");
 	}
 	iter->db = db;
-	if (sbx_stmt_get(db, SBX_STMT_EXPUNGE_ITER, &iter->stmt) < 0)
+	if (sbx_stmt_get(db, since_modseq == 0 ? SBX_STMT_EXPUNGE_ITER :
+			 SBX_STMT_EXPUNGE_ITER_SINCE, &iter->stmt) < 0)
 		goto out_free;
 	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
 	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
