@@ -159,7 +159,10 @@ int sqlbox_copy(struct mail_save_context *ctx, struct mail *mail)
 	cmail->row.save_date = mdata->save_date != (time_t)-1 ?
 		mdata->save_date : ioloop_time;
 
-	index_copy_cache_fields(ctx, mail, cmail->seq);
+	/* a mailbox opened only to save (a COPY or MOVE target) throws its
+	   index away before anything reads it: nothing to cache there */
+	if (!SQLBOX_MAILBOX(box)->saveonly)
+		index_copy_cache_fields(ctx, mail, cmail->seq);
 	if (ctx->dest_mail != NULL)
 		mail_set_seq_saving(ctx->dest_mail, cmail->seq);
 	index_save_context_free(ctx);
