@@ -154,8 +154,8 @@ int sqlbox_copy(struct mail_save_context *ctx, struct mail *mail)
 	cmail->row.src_mailbox_id = SQLBOX_MAILBOX(backend->box)->mailbox_id;
 	cmail->row.src_uid = backend->uid;
 	cmail->row.flags = mdata->flags & SBX_FLAGS_MASK;
-	cmail->row.keywords =
-		p_strdup(cctx->pool, sqlbox_copy_keywords(box, mdata->keywords));
+	cmail->row.keywords = p_strdup(cctx->pool,
+		sqlbox_copy_keywords(box, mdata->keywords));
 	cmail->row.save_date = mdata->save_date != (time_t)-1 ?
 		mdata->save_date : ioloop_time;
 
@@ -200,7 +200,7 @@ static void sqlbox_copy_assign_uids(struct sqlbox_copy_context *cctx,
 	cctx->uids_assigned = TRUE;
 }
 
-/* Expunges the sources of the moves among rows[0..count-1], one
+/* Expunges the sources of the moves among cmails[0..count-1], one
    statement per source folder. Returns 1, 0 if a source is gone, -1. */
 static int sqlbox_copy_expunge_sources(struct sbx_db *db,
 				       const struct sqlbox_copy_mail *cmails,
@@ -230,8 +230,10 @@ static int sqlbox_copy_expunge_sources(struct sbx_db *db,
 		   when the source is the destination */
 		if (sbx_mailbox_modseq_alloc(db, src_id, &modseq) < 0)
 			ret = -1;
-		else
-			ret = sbx_msg_expunge_copied(db, src_id, rows, n, modseq);
+		else {
+			ret = sbx_msg_expunge_copied(db, src_id, rows, n,
+						     modseq);
+		}
 	}
 	i_free(rows);
 	i_free(done);
@@ -288,13 +290,14 @@ int sqlbox_copy_insert(struct sqlbox_copy_context *cctx,
 	return 1;
 }
 
-/* The copy with index record seq, looked up in SQL on first use. */
 static int sqlbox_copy_mail_seq_cmp(const uint32_t *seq,
 				    const struct sqlbox_copy_mail *cmail)
 {
 	return *seq < cmail->seq ? -1 : (*seq > cmail->seq ? 1 : 0);
 }
 
+/* The copy with index record seq, its source looked up in SQL on first
+   use. NULL if seq is no copy, or its source is gone. */
 static struct sqlbox_copy_mail *
 sqlbox_copy_find(struct sqlbox_copy_context *cctx,
 		 struct sqlbox_mailbox *mbox, uint32_t seq)

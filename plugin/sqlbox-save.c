@@ -471,14 +471,15 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 			  uint32_t seq, uoff_t *size_r)
 {
+	struct sqlbox_save_context *ctx;
 	const struct sqlbox_save_mail *smail;
 
 	if (t->save_ctx == NULL)
 		return FALSE;
-	if (sqlbox_copy_get_size(SQLBOX_SAVECTX(t->save_ctx)->copies,
-				 SQLBOX_SAVECTX(t->save_ctx)->mbox, seq, size_r))
+	ctx = SQLBOX_SAVECTX(t->save_ctx);
+	if (sqlbox_copy_get_size(ctx->copies, ctx->mbox, seq, size_r))
 		return TRUE;
-	array_foreach(&SQLBOX_SAVECTX(t->save_ctx)->mails, smail) {
+	array_foreach(&ctx->mails, smail) {
 		if (smail->seq == seq &&
 		    (smail->copy_body_id != 0 || smail->input != NULL)) {
 			*size_r = smail->virtual_size;

@@ -602,7 +602,8 @@ static int sbx_msg_copies_best_index(sqlite3_vtab *vtab,
 
 	(void)vtab;
 	for (i = 0; i < info->nConstraint; i++) {
-		const struct sqlite3_index_constraint *c = &info->aConstraint[i];
+		const struct sqlite3_index_constraint *c =
+			&info->aConstraint[i];
 
 		if (c->iColumn == SBX_MSG_COPIES_BATCH &&
 		    c->op == SQLITE_INDEX_CONSTRAINT_EQ && c->usable)

@@ -611,7 +611,8 @@ static void append_many(int64_t mailbox_id, unsigned int count)
 
 	for (i = 0; i < count; i++) {
 		snprintf(text, sizeof(text), "body %u\r\n", i);
-		fixture_append_text(mailbox_id, text, i % 2 ? SBX_FLAG_SEEN : 0);
+		fixture_append_text(mailbox_id, text,
+				    i % 2 ? SBX_FLAG_SEEN : 0);
 	}
 }
 
@@ -730,7 +731,8 @@ Test(msg, copy_batch_refuses_what_the_schema_would)
 Test(msg, move_batch_leaves_tombstones_and_one_reference)
 {
 	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
-	enum { N = 1500 };	/* more than a statement journal keeps in memory */
+	/* more than a statement journal keeps in memory */
+	enum { N = 1500 };
 	struct sbx_msg_copy *rows = calloc(N, sizeof(*rows));
 	uint64_t modseq_a, modseq_b;
 	unsigned int i;
@@ -754,8 +756,8 @@ Test(msg, move_batch_leaves_tombstones_and_one_reference)
 	cr_assert_eq(get_mailbox(b).messages, N);
 	cr_assert_eq(get_mailbox(b).unseen, N);
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM expunged WHERE"
-				     " mailbox_id = 1 AND guid LIKE 'guid-1-%'"),
-		     N);
+				     " mailbox_id = 1 AND"
+				     " guid LIKE 'guid-1-%'"), N);
 	cr_assert_eq(fixture_sql_int("SELECT count(DISTINCT modseq) FROM"
 				     " expunged"), 1);
 	cr_assert_eq(fixture_sql_int("SELECT modseq FROM expunged LIMIT 1"),
