@@ -10,8 +10,8 @@
    already given out; a mailbox opened only to save learns just UIDNEXT),
    the new UIDs are the next ones after SQL's uidnext, bodies are stored (or found by
    hash and shared) and rows inserted; SQL commits before the index does.
-   A COPY or MOVE within the user's database stores no body: the new row
-   points at the source's body and raises its reference count. */
+   A COPY or MOVE within the user's database stores no body: sqlbox-copy.c
+   inserts rows pointing at the sources' bodies, in the same transaction. */
 
 #include "lib.h"
 #include "array.h"
@@ -23,8 +23,8 @@
 #include "seq-range-array.h"
 #include "str.h"
 #include "guid.h"
-#include "mail-copy.h"
 #include "mail-user.h"
+#include "mail-index-transaction-private.h"
 #include "message-header-parser.h"
 #include "index-mail.h"
 #include "sbx-body.h"
@@ -38,6 +38,7 @@
 #include "sqlbox-parsed.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
+#include "sqlbox-copy.h"
 #include "sqlbox-save.h"
 
 struct sqlbox_save_mail {
@@ -45,12 +46,6 @@ struct sqlbox_save_mail {
 	/* the spooled message (saves) or 0 and the body to share (copies) */
 	struct istream *input;
 	int64_t copy_body_id;
-	/* COPY and MOVE within the database: the source row, which must
-	   still exist when the copy is inserted; a MOVE expunges it in the
-	   same SQL transaction, so a message is never in both folders */
-	int64_t src_mailbox_id;
-	uint32_t src_uid;
-	bool moving;
 	/* the bytes stored (compressed or encrypted by zlib or mail_crypt
 	   stacked on top) and the message's own size (CRLF), which is what
 	   IMAP, POP3 and quota see */
@@ -81,6 +76,8 @@ struct sqlbox_save_context {
 	pool_t pool;
 
 	ARRAY(struct sqlbox_save_mail) mails;
+	/* COPY and MOVE within the database (sqlbox-copy.c) */
+	struct sqlbox_copy_context *copies;
 	/* saves that found their Message-ID in \Sent already: the UIDs of
 	   the copies kept instead (UIDPLUS reports them) */
 	ARRAY_TYPE(seq_range) dedup_uids;
@@ -468,59 +465,10 @@ void sqlbox_save_cancel(struct mail_save_context *_ctx)
 	(void)sqlbox_save_finish(_ctx);
 }
 
-/* COPY/MOVE within one database shares the body; anything else (another
-   user, another storage, a virtual mailbox) is saved from the stream. */
-int sqlbox_copy(struct mail_save_context *_ctx, struct mail *mail)
+struct sqlbox_copy_context **
+sqlbox_save_get_copies(struct mail_save_context *ctx)
 {
-	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
-	struct sqlbox_mailbox *src_mbox;
-	struct sqlbox_save_mail *smail;
-	struct mail *backend;
-	struct sbx_msg msg;
-	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
-	int ret;
-
-	if (mail_get_backend_mail(mail, &backend) < 0)
-		return -1;
-	if (backend->box->storage->v.alloc != sqlbox_storage.v.alloc ||
-	    sqlbox_mailbox_get_db(SQLBOX_MAILBOX(backend->box)) != db ||
-	    _ctx->data.guid != NULL || ctx->mbox->box.disable_reflink_copy_to)
-		return mail_storage_copy(_ctx, mail);
-
-	src_mbox = SQLBOX_MAILBOX(backend->box);
-	ret = sbx_msg_lookup(db, src_mbox->mailbox_id, backend->uid, &msg);
-	if (ret <= 0) {
-		if (ret < 0)
-			sqlbox_set_box_error(&ctx->mbox->box, db);
-		else
-			mail_set_expunged(mail);
-		index_save_context_free(_ctx);
-		return -1;
-	}
-
-	ctx->failed = FALSE;
-	smail = sqlbox_save_add(ctx);
-	smail->copy_body_id = msg.body_id;
-	smail->size = msg.physical_size;
-	smail->virtual_size = msg.virtual_size;
-	smail->guid = p_strdup(ctx->pool, msg.guid);
-	smail->received_date = (time_t)msg.received_date;
-	smail->received_tz = msg.received_tz;
-	smail->save_date = _ctx->data.save_date != (time_t)-1 ?
-		_ctx->data.save_date : ioloop_time;
-	smail->pop3_uidl = p_strdup(ctx->pool, msg.pop3_uidl);
-	smail->pop3_order = msg.pop3_order;
-	smail->from_envelope = p_strdup(ctx->pool, msg.from_envelope);
-	smail->message_id = p_strdup(ctx->pool, msg.message_id);
-	smail->src_mailbox_id = src_mbox->mailbox_id;
-	smail->src_uid = backend->uid;
-	smail->moving = _ctx->moving;
-
-	index_copy_cache_fields(_ctx, mail, smail->seq);
-	if (_ctx->dest_mail != NULL)
-		mail_set_seq_saving(_ctx->dest_mail, smail->seq);
-	index_save_context_free(_ctx);
-	return 0;
+	return &SQLBOX_SAVECTX(ctx)->copies;
 }
 
 struct istream *
@@ -528,10 +476,14 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 {
 	struct sqlbox_save_context *ctx;
 	const struct sqlbox_save_mail *smail;
+	struct istream *input;
 
 	if (t->save_ctx == NULL)
 		return NULL;
 	ctx = SQLBOX_SAVECTX(t->save_ctx);
+	input = sqlbox_copy_get_stream(ctx->copies, ctx->mbox, seq);
+	if (input != NULL)
+		return input;
 	array_foreach(&ctx->mails, smail) {
 		if (smail->seq != seq)
 			continue;
@@ -552,11 +504,15 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 			  uint32_t seq, uoff_t *size_r)
 {
+	struct sqlbox_save_context *ctx;
 	const struct sqlbox_save_mail *smail;
 
 	if (t->save_ctx == NULL)
 		return FALSE;
-	array_foreach(&SQLBOX_SAVECTX(t->save_ctx)->mails, smail) {
+	ctx = SQLBOX_SAVECTX(t->save_ctx);
+	if (sqlbox_copy_get_size(ctx->copies, ctx->mbox, seq, size_r))
+		return TRUE;
+	array_foreach(&ctx->mails, smail) {
 		if (smail->seq == seq &&
 		    (smail->copy_body_id != 0 || smail->input != NULL)) {
 			*size_r = smail->virtual_size;
@@ -607,20 +563,10 @@ static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
 	return sbx_body_writer_close(&writer, body_id_r);
 }
 
-/* A copy's source must still be there when the copy is inserted: another
-   session may have expunged (or moved) it since COPY looked it up.
-   Returns 1 if it is, 0 if not, -1 on error. */
-static int sqlbox_save_source_exists(struct sbx_db *db,
-				     const struct sqlbox_save_mail *smail)
-{
-	struct sbx_msg msg;
-
-	return sbx_msg_lookup(db, smail->src_mailbox_id, smail->src_uid, &msg);
-}
-
-/* Inserts one saved or copied message. Returns 0, -1 with the error in
-   the database handle, -2 with the error already set on the mailbox, or
-   SQLBOX_SAVE_EXPUNGED when a copy's source is gone. */
+/* Inserts one saved message, after the copies below its UID (uid
+   (uint32_t)-1 and smail NULL: the copies left). Returns 0, -1 with the
+   error in the database handle, -2 with the error already set on the
+   mailbox, or SQLBOX_SAVE_EXPUNGED when a copy's source is gone. */
 #define SQLBOX_SAVE_EXPUNGED (-3)
 static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 			      struct sqlbox_save_mail *smail, uint32_t uid,
@@ -628,14 +574,15 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 {
 	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
 	struct sbx_msg_new msg;
-	uint64_t src_modseq;
 	int ret;
 
-	if (smail->src_mailbox_id != 0) {
-		ret = sqlbox_save_source_exists(db, smail);
-		if (ret <= 0)
-			return ret < 0 ? -1 : SQLBOX_SAVE_EXPUNGED;
-	}
+	/* rows go in in ascending UID order */
+	ret = sqlbox_copy_insert(ctx->copies, ctx->mbox, ctx->trans, uid,
+				 modseq, &ctx->highest_after);
+	if (ret <= 0)
+		return ret < 0 ? -1 : SQLBOX_SAVE_EXPUNGED;
+	if (smail == NULL)
+		return 0;
 	i_zero(&msg);
 	ret = sqlbox_save_store_body(ctx, smail, &msg.body_id);
 	if (ret < 0)
@@ -664,16 +611,6 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	   update raises the index's own count to it */
 	mail_index_update_modseq(ctx->trans, smail->seq, msg.modseq);
 	ctx->highest_after = I_MAX(ctx->highest_after, msg.modseq);
-	if (smail->moving) {
-		/* the source's own expunge later finds the row gone */
-		if (sbx_mailbox_modseq_alloc(db, smail->src_mailbox_id,
-					     &src_modseq) < 0)
-			return -1;
-		ret = sbx_msg_expunge(db, smail->src_mailbox_id,
-				      smail->src_uid, src_modseq);
-		if (ret <= 0)
-			return ret < 0 ? -1 : SQLBOX_SAVE_EXPUNGED;
-	}
 	return 0;
 }
 
@@ -720,16 +657,13 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	struct sqlbox_mailbox *mbox = ctx->mbox;
 	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
 	struct sqlbox_save_mail *smail;
-	struct seq_range_iter iter;
 	struct sbx_mailbox row;
 	ARRAY(struct sqlbox_save_uid) uids;
 	struct sqlbox_save_uid *su;
-	unsigned int n = 0;
 	uint64_t modseq;
-	uint32_t uid;
 	int ret;
 
-	if (array_count(&ctx->mails) == 0)
+	if (array_count(&ctx->mails) == 0 && ctx->copies == NULL)
 		return sqlbox_save_report_dedup(ctx);
 
 	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
@@ -755,16 +689,17 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 				      &t->changes->saved_uids);
 	/* UIDs a save asked for (dsync) are kept when not below uidnext,
 	   in any order: rows go in ascending, as UIDs are never reused */
-	t_array_init(&uids, array_count(&ctx->mails));
-	seq_range_array_iter_init(&iter, &t->changes->saved_uids);
+	t_array_init(&uids, array_count(&ctx->mails) + 1);
 	array_foreach_modifiable(&ctx->mails, smail) {
-		if (!seq_range_array_iter_nth(&iter, n++, &uid))
-			i_unreached();
 		su = array_append_space(&uids);
-		su->uid = uid;
+		su->uid = mail_index_transaction_lookup(ctx->trans,
+							smail->seq)->uid;
 		su->smail = smail;
 	}
 	array_sort(&uids, sqlbox_save_uid_cmp);
+	/* last, the copies above every save */
+	su = array_append_space(&uids);
+	su->uid = (uint32_t)-1;
 	array_foreach_modifiable(&uids, su) {
 		ret = sqlbox_save_insert(ctx, su->smail, su->uid, modseq);
 		if (ret == SQLBOX_SAVE_EXPUNGED) {
@@ -807,6 +742,7 @@ static void sqlbox_save_free(struct sqlbox_save_context *ctx)
 	array_foreach_modifiable(&ctx->mails, smail)
 		i_stream_unref(&smail->input);
 	i_stream_unref(&ctx->input);
+	sqlbox_copy_context_free(&ctx->copies);
 	pool_unref(&ctx->pool);
 	i_free(ctx);
 }

@@ -8,7 +8,11 @@ int sqlbox_save_begin(struct mail_save_context *ctx, struct istream *input);
 int sqlbox_save_continue(struct mail_save_context *ctx);
 int sqlbox_save_finish(struct mail_save_context *ctx);
 void sqlbox_save_cancel(struct mail_save_context *ctx);
+/* COPY and MOVE (sqlbox-copy.c) */
 int sqlbox_copy(struct mail_save_context *ctx, struct mail *mail);
+/* sqlbox-copy.c: where the save context keeps its copies */
+struct sqlbox_copy_context **
+sqlbox_save_get_copies(struct mail_save_context *ctx);
 
 int sqlbox_transaction_save_commit_pre(struct mail_save_context *ctx);
 void sqlbox_transaction_save_commit_post(struct mail_save_context *ctx,

@@ -221,7 +221,9 @@ sqlbox_sync_push_expunge(struct sqlbox_sync_context *ctx, uint32_t seq,
 static bool sqlbox_sync_was_written(struct sqlbox_sync_context *ctx,
 				    uint32_t uid)
 {
-	return ctx->written != NULL && ctx->written->modseq != 0 &&
+	/* an expunge of a row already gone is written too, with nothing
+	   (and modseq 0 when nothing else was) */
+	return ctx->written != NULL &&
 		seq_range_exists(&ctx->written->uids, uid);
 }
 
@@ -1019,6 +1021,32 @@ sqlbox_sync_changed_seqs(struct mail_index_transaction *itrans,
 	}
 }
 
+/* Of uids, the ones SQL still has, into *rows_r (a data stack array): a
+   MOVE expunged its sources with their copies, and another session may
+   have expunged some. One query per range of UIDs. Returns 0 or -1. */
+static int sqlbox_sync_rows_left(struct sqlbox_mailbox *mbox,
+				 const ARRAY_TYPE(seq_range) *uids,
+				 ARRAY_TYPE(seq_range) *rows_r)
+{
+	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
+	const struct seq_range *range;
+	struct sbx_uid_iter *iter;
+	uint32_t uid;
+	int ret = 0;
+
+	t_array_init(rows_r, 32);
+	array_foreach(uids, range) {
+		if (sbx_uid_iter_init(db, mbox->mailbox_id, range->seq1,
+				      range->seq2, &iter) < 0)
+			return -1;
+		while ((ret = sbx_uid_iter_next(iter, &uid)) > 0)
+			seq_range_array_add(rows_r, uid);
+		if (sbx_uid_iter_deinit(&iter) < 0 || ret < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 sqlbox_sync_write_changes_to(struct sqlbox_mailbox *mbox,
 			     struct mail_index_transaction *itrans,
@@ -1027,7 +1055,7 @@ sqlbox_sync_write_changes_to(struct sqlbox_mailbox *mbox,
 	struct sbx_db *db = sqlbox_mailbox_get_db(mbox);
 	const struct mail_transaction_expunge_guid *e;
 	const struct mail_index_flag_update *updates = NULL;
-	ARRAY_TYPE(seq_range) seqs, expunged;
+	ARRAY_TYPE(seq_range) seqs, expunged, expunge_uids, rows;
 	struct seq_range_iter iter;
 	unsigned int n = 0, i = 0, count = 0;
 	uint32_t seq, uid;
@@ -1045,15 +1073,27 @@ sqlbox_sync_write_changes_to(struct sqlbox_mailbox *mbox,
 	}
 	if (array_count(&seqs) == 0 && array_count(&expunged) == 0)
 		return 0;
-	if (sbx_mailbox_modseq_alloc(db, mbox->mailbox_id,
-				     &written->modseq) < 0)
-		return -1;
-
 	/* before export, an expunge's "uid" is still a sequence */
+	t_array_init(&expunge_uids, 32);
 	seq_range_array_iter_init(&iter, &expunged);
 	while (seq_range_array_iter_nth(&iter, n++, &seq)) {
 		mail_index_lookup_uid(itrans->view, seq, &uid);
 		seq_range_array_add(&written->uids, uid);
+		seq_range_array_add(&expunge_uids, uid);
+	}
+	if (sqlbox_sync_rows_left(mbox, &expunge_uids, &rows) < 0)
+		return -1;
+	/* expunges of rows already gone (a MOVE's sources went with their
+	   copies) change nothing: without flag changes nothing is written,
+	   and no MODSEQ or fsync is spent */
+	if (array_count(&seqs) == 0 && array_count(&rows) == 0)
+		return 0;
+	if (sbx_mailbox_modseq_alloc(db, mbox->mailbox_id,
+				     &written->modseq) < 0)
+		return -1;
+	n = 0;
+	seq_range_array_iter_init(&iter, &rows);
+	while (seq_range_array_iter_nth(&iter, n++, &uid)) {
 		if (sbx_msg_expunge(db, mbox->mailbox_id, uid,
 				    written->modseq) < 0)
 			return -1;

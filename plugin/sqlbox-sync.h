@@ -27,7 +27,8 @@ int sqlbox_sync(struct sqlbox_mailbox *mbox, enum sqlbox_sync_flags flags);
 /* The flag, keyword and expunge changes of one index transaction that
    sqlbox_sync_write_changes() wrote to SQL before the index had them. */
 struct sqlbox_sync_written {
-	/* the MODSEQ they were written with; 0 if there were none */
+	/* the MODSEQ they were written with; 0 if nothing needed writing
+	   (expunges of rows already gone) */
 	uint64_t modseq;
 	/* the UIDs they touched (the caller initialises the array) */
 	ARRAY_TYPE(seq_range) uids;

@@ -411,6 +411,9 @@ static int sbx_db_configure(struct sbx_db *db)
 	if (sbx_db_exec_pragma(db,
 			sbx_db_synchronous_pragma(db->synchronous)) < 0)
 		return -1;
+	/* COPY and MOVE batches, bound as a C array (sbx-msg.c) */
+	if (sbx_msg_register_functions(db) < 0)
+		return -1;
 	sqlite3_commit_hook(db->sqlite, sbx_db_commit_hook, db);
 	/* replaces the automatic checkpoint: see sbx_db_wal_hook() */
 	sqlite3_wal_hook(db->sqlite, sbx_db_wal_hook, db);
@@ -689,6 +692,30 @@ static int sbx_db_begin_immediate(struct sbx_db *db, int64_t deadline)
 	return ret;
 }
 
+/* A write transaction may fill a larger page cache than SQLite's default
+   (2 MB), which reads keep. When a transaction dirties more pages than
+   the cache holds, SQLite spills the least recently used ones to the WAL;
+   a B-tree page spilled and changed again is rewritten in place, and then
+   the commit reads back and checksums every frame after it. An import of
+   thousands of messages did that for nearly its whole WAL, and journalled
+   every insert to a temporary file besides. The memory is taken only as
+   pages are dirtied, and given back when the transaction ends. Only a
+   hint: a failure changes nothing and records nothing. */
+static void sbx_db_set_cache(struct sbx_db *db, enum sbx_stmt_id id)
+{
+	enum sbx_error error = db->error;
+	char msg[SBX_DB_ERROR_MSG_SIZE];
+	sqlite3_stmt *stmt;
+
+	memcpy(msg, db->error_msg, sizeof(msg));
+	if (sbx_stmt_get(db, id, &stmt) == 0) {
+		(void)sbx_stmt_exec(db, stmt, "set the page cache");
+		sbx_stmt_put(db, stmt);
+	}
+	db->error = error;
+	memcpy(db->error_msg, msg, sizeof(msg));
+}
+
 static int sbx_tx_begin_write(struct sbx_db *db, unsigned int timeout_msecs)
 {
 	int64_t deadline;
@@ -699,6 +726,7 @@ static int sbx_tx_begin_write(struct sbx_db *db, unsigned int timeout_msecs)
 		sbx_db_unlock(db);
 		return -1;
 	}
+	sbx_db_set_cache(db, SBX_STMT_DB_CACHE_WRITE);
 	return 0;
 }
 
@@ -756,6 +784,8 @@ static void sbx_tx_end(struct sbx_db *db, enum sbx_tx_result result)
 	db->tx_active = false;
 	db->tx_write = false;
 	db->modseq_count = 0;
+	if (is_write)
+		sbx_db_set_cache(db, SBX_STMT_DB_CACHE_DEFAULT);
 	sbx_db_unlock(db);
 	sbx_db_notify_tx_finished(db, is_write, result);
 }

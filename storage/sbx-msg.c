@@ -290,7 +290,8 @@ int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
 				     "list messages: out of memory");
 	}
 	iter->db = db;
-	if (sbx_stmt_get(db, SBX_STMT_MSG_ITER, &iter->stmt) < 0)
+	if (sbx_stmt_get(db, since_modseq == 0 ? SBX_STMT_MSG_ITER :
+			 SBX_STMT_MSG_ITER_SINCE, &iter->stmt) < 0)
 		goto out_free;
 	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
 	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
@@ -452,7 +453,8 @@ int sbx_expunge_iter_init(struct sbx_db *db, int64_t mailbox_id,
 				     "list expunges: out of memory");
 	}
 	iter->db = db;
-	if (sbx_stmt_get(db, SBX_STMT_EXPUNGE_ITER, &iter->stmt) < 0)
+	if (sbx_stmt_get(db, since_modseq == 0 ? SBX_STMT_EXPUNGE_ITER :
+			 SBX_STMT_EXPUNGE_ITER_SINCE, &iter->stmt) < 0)
 		goto out_free;
 	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
 	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
@@ -519,4 +521,425 @@ int sbx_msg_set_pop3_uidl(struct sbx_db *db, int64_t mailbox_id,
 	}
 	sbx_stmt_put(db, stmt);
 	return ret < 0 ? -1 : (sqlite3_changes(db->sqlite) > 0 ? 1 : 0);
+}
+
+/* COPY and MOVE batches.
+
+   A batch reaches SQL as the table-valued function sbx_msg_copies(?N):
+   an eponymous virtual table over a C array of struct sbx_msg_copy that
+   the statement binds as a pointer (sqlite3_bind_pointer(), as SQLite's
+   carray extension does), so one INSERT ... SELECT copies a whole batch.
+   One statement instead of one per message matters for more than the
+   calls: in a write transaction every statement that fires triggers
+   journals the pages it changes for a statement rollback, and per
+   message that was a dozen page writes to a temporary file. The array
+   belongs to the caller and lives until sbx_stmt_put(). */
+
+#define SBX_MSG_COPIES_POINTER "sbx_msg_copy_batch"
+
+/* The columns of SBX_SQL_MSG_COPIES_TABLE, in order. */
+enum sbx_msg_copies_column {
+	SBX_MSG_COPIES_SRC_MAILBOX_ID,
+	SBX_MSG_COPIES_SRC_UID,
+	SBX_MSG_COPIES_UID,
+	SBX_MSG_COPIES_FLAGS,
+	SBX_MSG_COPIES_KEYWORDS,
+	SBX_MSG_COPIES_SAVE_DATE,
+	SBX_MSG_COPIES_MODSEQ,
+	SBX_MSG_COPIES_BATCH,
+};
+
+/* What the pointer bound to the batch column points to. */
+struct sbx_msg_copy_batch {
+	const struct sbx_msg_copy *msgs;
+	size_t count;
+};
+
+struct sbx_msg_copies_cursor {
+	sqlite3_vtab_cursor base;
+	const struct sbx_msg_copy_batch *batch;
+	size_t pos;
+};
+
+static int sbx_msg_copies_connect(sqlite3 *sqlite, void *aux, int argc,
+				  const char *const *argv,
+				  sqlite3_vtab **vtab_r, char **err_r)
+{
+	sqlite3_vtab *vtab;
+	int rc;
+
+	(void)aux;
+	(void)argc;
+	(void)argv;
+	(void)err_r;
+	rc = sqlite3_declare_vtab(sqlite, SBX_SQL_MSG_COPIES_TABLE);
+	if (rc != SQLITE_OK)
+		return rc;
+	/* never from a trigger or view of the file: our statements only */
+	(void)sqlite3_vtab_config(sqlite, SQLITE_VTAB_DIRECTONLY);
+	vtab = sqlite3_malloc(sizeof(*vtab));
+	if (vtab == NULL)
+		return SQLITE_NOMEM;
+	memset(vtab, 0, sizeof(*vtab));
+	*vtab_r = vtab;
+	return SQLITE_OK;
+}
+
+static int sbx_msg_copies_disconnect(sqlite3_vtab *vtab)
+{
+	sqlite3_free(vtab);
+	return SQLITE_OK;
+}
+
+/* Usable only with the batch bound; rows come in the batch's order, which
+   is ascending uid. */
+static int sbx_msg_copies_best_index(sqlite3_vtab *vtab,
+				     sqlite3_index_info *info)
+{
+	int i;
+
+	(void)vtab;
+	for (i = 0; i < info->nConstraint; i++) {
+		const struct sqlite3_index_constraint *c =
+			&info->aConstraint[i];
+
+		if (c->iColumn == SBX_MSG_COPIES_BATCH &&
+		    c->op == SQLITE_INDEX_CONSTRAINT_EQ && c->usable)
+			break;
+	}
+	if (i == info->nConstraint)
+		return SQLITE_CONSTRAINT;
+	info->aConstraintUsage[i].argvIndex = 1;
+	info->aConstraintUsage[i].omit = 1;
+	info->idxNum = 1;
+	info->estimatedCost = 1000;
+	info->estimatedRows = 1000;
+	if (info->nOrderBy == 1 &&
+	    info->aOrderBy[0].iColumn == SBX_MSG_COPIES_UID &&
+	    !info->aOrderBy[0].desc)
+		info->orderByConsumed = 1;
+	return SQLITE_OK;
+}
+
+static int sbx_msg_copies_open(sqlite3_vtab *vtab,
+			       sqlite3_vtab_cursor **cursor_r)
+{
+	struct sbx_msg_copies_cursor *cursor;
+
+	(void)vtab;
+	cursor = sqlite3_malloc(sizeof(*cursor));
+	if (cursor == NULL)
+		return SQLITE_NOMEM;
+	memset(cursor, 0, sizeof(*cursor));
+	*cursor_r = &cursor->base;
+	return SQLITE_OK;
+}
+
+static int sbx_msg_copies_close(sqlite3_vtab_cursor *cursor)
+{
+	sqlite3_free(cursor);
+	return SQLITE_OK;
+}
+
+static int sbx_msg_copies_filter(sqlite3_vtab_cursor *base, int idx_num,
+				 const char *idx_str, int argc,
+				 sqlite3_value **argv)
+{
+	struct sbx_msg_copies_cursor *cursor =
+		(struct sbx_msg_copies_cursor *)base;
+
+	(void)idx_num;
+	(void)idx_str;
+	cursor->pos = 0;
+	cursor->batch = argc < 1 ? NULL :
+		sqlite3_value_pointer(argv[0], SBX_MSG_COPIES_POINTER);
+	return SQLITE_OK;
+}
+
+static int sbx_msg_copies_next(sqlite3_vtab_cursor *base)
+{
+	((struct sbx_msg_copies_cursor *)base)->pos++;
+	return SQLITE_OK;
+}
+
+static int sbx_msg_copies_eof(sqlite3_vtab_cursor *base)
+{
+	const struct sbx_msg_copies_cursor *cursor =
+		(const struct sbx_msg_copies_cursor *)base;
+
+	return cursor->batch == NULL || cursor->pos >= cursor->batch->count;
+}
+
+static int sbx_msg_copies_column(sqlite3_vtab_cursor *base,
+				 sqlite3_context *ctx, int column)
+{
+	const struct sbx_msg_copies_cursor *cursor =
+		(const struct sbx_msg_copies_cursor *)base;
+	const struct sbx_msg_copy *msg = &cursor->batch->msgs[cursor->pos];
+	char *keywords;
+
+	switch ((enum sbx_msg_copies_column)column) {
+	case SBX_MSG_COPIES_SRC_MAILBOX_ID:
+		sqlite3_result_int64(ctx, msg->src_mailbox_id);
+		break;
+	case SBX_MSG_COPIES_SRC_UID:
+		sqlite3_result_int64(ctx, msg->src_uid);
+		break;
+	case SBX_MSG_COPIES_UID:
+		sqlite3_result_int64(ctx, msg->uid);
+		break;
+	case SBX_MSG_COPIES_FLAGS:
+		sqlite3_result_int64(ctx, msg->flags & SBX_FLAGS_MASK);
+		break;
+	case SBX_MSG_COPIES_KEYWORDS:
+		if (msg->keywords == NULL || msg->keywords[0] == '\0') {
+			sqlite3_result_text(ctx, "", 0, SQLITE_STATIC);
+			break;
+		}
+		keywords = sbx_keywords_normalize(msg->keywords);
+		if (keywords == NULL) {
+			sqlite3_result_error_nomem(ctx);
+			break;
+		}
+		sqlite3_result_text(ctx, keywords, -1, free);
+		break;
+	case SBX_MSG_COPIES_SAVE_DATE:
+		sqlite3_result_int64(ctx, msg->save_date);
+		break;
+	case SBX_MSG_COPIES_MODSEQ:
+		sqlite3_result_int64(ctx, (sqlite3_int64)msg->modseq);
+		break;
+	case SBX_MSG_COPIES_BATCH:
+		sqlite3_result_null(ctx);
+		break;
+	}
+	return SQLITE_OK;
+}
+
+static int sbx_msg_copies_rowid(sqlite3_vtab_cursor *base,
+				sqlite3_int64 *rowid_r)
+{
+	*rowid_r = (sqlite3_int64)((struct sbx_msg_copies_cursor *)base)->pos;
+	return SQLITE_OK;
+}
+
+/* Eponymous only (no xCreate): it exists on every connection without a
+   trace in the schema. */
+static const sqlite3_module sbx_msg_copies_module = {
+	.iVersion = 0,
+	.xConnect = sbx_msg_copies_connect,
+	.xBestIndex = sbx_msg_copies_best_index,
+	.xDisconnect = sbx_msg_copies_disconnect,
+	.xOpen = sbx_msg_copies_open,
+	.xClose = sbx_msg_copies_close,
+	.xFilter = sbx_msg_copies_filter,
+	.xNext = sbx_msg_copies_next,
+	.xEof = sbx_msg_copies_eof,
+	.xColumn = sbx_msg_copies_column,
+	.xRowid = sbx_msg_copies_rowid,
+};
+
+int sbx_msg_register_functions(struct sbx_db *db)
+{
+	int rc;
+
+	rc = sqlite3_create_module_v2(db->sqlite, "sbx_msg_copies",
+				      &sbx_msg_copies_module, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return sbx_error_sqlite(db, rc, "register sbx_msg_copies");
+	return 0;
+}
+
+/* Refuses a batch the statement would refuse less clearly, or not at
+   all: UIDs not ascending or below uidnext, a \Noselect or missing
+   mailbox. */
+static int sbx_msg_copy_check(struct sbx_db *db, int64_t mailbox_id,
+			      const struct sbx_msg_copy *msgs, size_t count)
+{
+	struct sbx_mailbox mb;
+	size_t i;
+	int ret;
+
+	ret = sbx_mailbox_lookup_id(db, mailbox_id, &mb);
+	if (ret <= 0) {
+		return ret < 0 ? -1 : sbx_error_set(db, SBX_ERR_NOTFOUND,
+			"copy messages to mailbox %lld: no such mailbox",
+			(long long)mailbox_id);
+	}
+	if (mb.noselect) {
+		return sbx_error_set(db, SBX_ERR_INVALID,
+			"copy messages to '%s': the mailbox is \\Noselect",
+			mb.name);
+	}
+	if (count > (size_t)INT32_MAX) {
+		return sbx_error_set(db, SBX_ERR_INVALID,
+			"copy messages to '%s': %zu messages in one batch",
+			mb.name, count);
+	}
+	for (i = 0; i < count; i++) {
+		if (msgs[i].uid == 0 || msgs[i].src_uid == 0 ||
+		    (i == 0 && msgs[i].uid < mb.uidnext) ||
+		    (i > 0 && msgs[i].uid <= msgs[i - 1].uid)) {
+			return sbx_error_set(db, SBX_ERR_INVALID,
+				"copy message UID %u to '%s' as UID %u: UIDs "
+				"must ascend from UIDNEXT %u", msgs[i].src_uid,
+				mb.name, msgs[i].uid, mb.uidnext);
+		}
+	}
+	return 0;
+}
+
+/* Runs statement sid with ?1 mailbox_id, ?2 the batch (and for the
+   tombstones ?3 modseq, ?4 now). Returns the rows it changed, or -1. */
+static int sbx_msg_copies_exec(struct sbx_db *db, enum sbx_stmt_id sid,
+			       int64_t mailbox_id,
+			       const struct sbx_msg_copy_batch *batch,
+			       uint64_t modseq, const char *what)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+	int rc;
+
+	if (sbx_stmt_get(db, sid, &stmt) < 0)
+		return -1;
+	rc = sqlite3_bind_pointer(stmt, 2, (void *)batch,
+				  SBX_MSG_COPIES_POINTER, NULL);
+	if (rc != SQLITE_OK) {
+		(void)sbx_error_sqlite(db, rc, "%s: bind the batch", what);
+	} else if (sbx_bind_int64(db, stmt, 1, mailbox_id) == 0 &&
+		   (sid != SBX_STMT_MSG_TOMBSTONE_COPIED ||
+		    (sbx_bind_int64(db, stmt, 3, (int64_t)modseq) == 0 &&
+		     sbx_bind_int64(db, stmt, 4, (int64_t)time(NULL)) == 0))) {
+		ret = sbx_stmt_exec(db, stmt, "%s of mailbox %lld", what,
+				    (long long)mailbox_id);
+	}
+	sbx_stmt_put(db, stmt);
+	return ret < 0 ? -1 : sqlite3_changes(db->sqlite);
+}
+
+int sbx_msg_copy(struct sbx_db *db, int64_t mailbox_id,
+		 const struct sbx_msg_copy *msgs, size_t count)
+{
+	struct sbx_msg_copy_batch batch = { .msgs = msgs, .count = count };
+	int ret;
+
+	if (sbx_db_require_write(db, "copy messages") < 0)
+		return -1;
+	if (count == 0)
+		return 1;
+	if (sbx_msg_copy_check(db, mailbox_id, msgs, count) < 0)
+		return -1;
+	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_COPY, mailbox_id, &batch,
+				  0, "copy messages");
+	if (ret < 0)
+		return -1;
+	return (size_t)ret == count ? 1 : 0;
+}
+
+int sbx_msg_expunge_copied(struct sbx_db *db, int64_t mailbox_id,
+			   const struct sbx_msg_copy *msgs, size_t count,
+			   uint64_t modseq)
+{
+	struct sbx_msg_copy_batch batch = { .msgs = msgs, .count = count };
+	size_t i;
+	int ret;
+
+	if (sbx_db_require_write(db, "expunge copied messages") < 0)
+		return -1;
+	if (count > (size_t)INT32_MAX) {
+		return sbx_error_set(db, SBX_ERR_INVALID,
+			"expunge copied messages of mailbox %lld: %zu messages "
+			"in one batch", (long long)mailbox_id, count);
+	}
+	for (i = 0; i < count; i++) {
+		if (msgs[i].src_mailbox_id != mailbox_id) {
+			return sbx_error_set(db, SBX_ERR_INVALID,
+				"expunge copied messages of mailbox %lld: UID "
+				"%u is in mailbox %lld", (long long)mailbox_id,
+				msgs[i].src_uid,
+				(long long)msgs[i].src_mailbox_id);
+		}
+	}
+	if (count == 0)
+		return 1;
+	/* The tombstones first: they copy the GUIDs from the rows. */
+	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_TOMBSTONE_COPIED,
+				  mailbox_id, &batch, modseq,
+				  "expunge copied messages");
+	if (ret < 0)
+		return -1;
+	if ((size_t)ret != count)
+		return 0;
+	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_DELETE_COPIED, mailbox_id,
+				  &batch, modseq, "expunge copied messages");
+	if (ret < 0)
+		return -1;
+	return (size_t)ret == count ? 1 : 0;
+}
+
+struct sbx_uid_iter {
+	struct sbx_db *db;
+	sqlite3_stmt *stmt;
+	bool failed;
+	bool done;
+};
+
+int sbx_uid_iter_init(struct sbx_db *db, int64_t mailbox_id,
+		      uint32_t uid_first, uint32_t uid_last,
+		      struct sbx_uid_iter **iter_r)
+{
+	struct sbx_uid_iter *iter;
+
+	*iter_r = NULL;
+	iter = calloc(1, sizeof(*iter));
+	if (iter == NULL) {
+		return sbx_error_set(db, SBX_ERR_NOMEM,
+				     "list UIDs: out of memory");
+	}
+	iter->db = db;
+	if (sbx_stmt_get(db, SBX_STMT_MSG_UID_RANGE, &iter->stmt) < 0)
+		goto out_free;
+	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, iter->stmt, 2, uid_first) < 0 ||
+	    sbx_bind_int64(db, iter->stmt, 3, uid_last) < 0)
+		goto out_put;
+	*iter_r = iter;
+	return 0;
+out_put:
+	sbx_stmt_put(db, iter->stmt);
+out_free:
+	free(iter);
+	return -1;
+}
+
+int sbx_uid_iter_next(struct sbx_uid_iter *iter, uint32_t *uid_r)
+{
+	int ret;
+
+	if (iter->failed)
+		return -1;
+	if (iter->done)
+		return 0;
+	ret = sbx_stmt_step_row(iter->db, iter->stmt, "list UIDs");
+	if (ret > 0)
+		*uid_r = sbx_column_u32(iter->stmt, 0);
+	else if (ret < 0)
+		iter->failed = true;
+	else
+		iter->done = true;
+	return ret;
+}
+
+int sbx_uid_iter_deinit(struct sbx_uid_iter **_iter)
+{
+	struct sbx_uid_iter *iter = *_iter;
+	int ret;
+
+	if (iter == NULL)
+		return 0;
+	*_iter = NULL;
+	ret = iter->failed ? -1 : 0;
+	sbx_stmt_put(iter->db, iter->stmt);
+	free(iter);
+	return ret;
 }

@@ -117,4 +117,49 @@ int sbx_msg_set_pop3_uidl(struct sbx_db *db, int64_t mailbox_id,
    string. Returns NULL only when out of memory. */
 char *sbx_keywords_normalize(const char *keywords);
 
+/* One message of a COPY or MOVE within the database (sbx_msg_copy()). */
+struct sbx_msg_copy {
+	int64_t src_mailbox_id;
+	uint32_t src_uid;
+	uint32_t uid;		/* in the destination */
+	uint32_t flags;		/* bits outside SBX_FLAGS_MASK are dropped */
+	const char *keywords;	/* NULL or "" for none; normalised on insert */
+	int64_t save_date;
+	uint64_t modseq;
+};
+
+/* Copies count messages into mailbox_id in one statement. Each new row
+   takes the UID, flags, keywords, save date and MODSEQ of msgs[i] and the
+   rest (body, GUID, received date, POP3 UIDL and order, envelope sender,
+   Message-ID) from its source row; the body gains a reference, never a
+   copy. msgs must be in strictly ascending uid order, the first at or
+   above the mailbox's uidnext (SBX_ERR_INVALID otherwise). Returns 1 when
+   every source row existed and was copied, 0 when some source row is gone
+   (expunged meanwhile: the others are copied, and the caller rolls its
+   transaction back), -1 on error. The caller holds an SBX_TX_WRITE
+   transaction. */
+int sbx_msg_copy(struct sbx_db *db, int64_t mailbox_id,
+		 const struct sbx_msg_copy *msgs, size_t count);
+
+/* A MOVE's second half: expunges the source rows of count copies, all from
+   mailbox_id (msgs[i].src_mailbox_id), as sbx_msg_expunge() would: a
+   tombstone at modseq, the body's reference dropped. Returns 1 when every
+   one was expunged, 0 when some was gone already (the others are
+   expunged: the caller rolls back), -1 on error. The caller holds an
+   SBX_TX_WRITE transaction. */
+int sbx_msg_expunge_copied(struct sbx_db *db, int64_t mailbox_id,
+			   const struct sbx_msg_copy *msgs, size_t count,
+			   uint64_t modseq);
+
+/* Iterates the UIDs of mailbox_id's messages from uid_first to uid_last,
+   ascending: 1 with *uid_r set, 0 at the end, -1 on error. The iterator
+   holds a statement: do not return to an event loop before deinit. One
+   at a time per handle, like sbx_msg_iter. */
+struct sbx_uid_iter;
+int sbx_uid_iter_init(struct sbx_db *db, int64_t mailbox_id,
+		      uint32_t uid_first, uint32_t uid_last,
+		      struct sbx_uid_iter **iter_r);
+int sbx_uid_iter_next(struct sbx_uid_iter *iter, uint32_t *uid_r);
+int sbx_uid_iter_deinit(struct sbx_uid_iter **iter);
+
 #endif

@@ -148,4 +148,8 @@ int sbx_db_modseq_get(struct sbx_db *db, int64_t mailbox_id,
 /* Remembers it until the transaction ends. Returns 0 or -1 (NOMEM). */
 int sbx_db_modseq_set(struct sbx_db *db, int64_t mailbox_id, uint64_t modseq);
 
+/* Registers sbx-msg.c's table-valued function sbx_msg_copies on a new
+   connection (sbx_db_open()). Returns 0 or -1. */
+int sbx_msg_register_functions(struct sbx_db *db);
+
 #endif

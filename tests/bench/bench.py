@@ -3,7 +3,8 @@
 """sqlbox's benchmark: sqlbox against Dovecot's own maildir and sdbox (and
 optionally mdbox) on the same machine, in the same run.
 
-    tests/bench/bench.py [--quick] [--reps N] [--backends a,b,c] [--out F]
+    tests/bench/bench.py [--quick] [--reps N] [--backends a,b,c]
+                         [--phases p,q] [--out F]
 
 One private Dovecot per backend is started through the test harness
 (scripts/dovecot-instance.sh) with the same settings: Dovecot's defaults
@@ -39,6 +40,11 @@ honest way for each backend: maildir by copying the generated maildir's
 files in (Dovecot indexes them on first use, as after an MTA's
 deliveries), the others with `doveadm -o mail_fsync=never import` from it.
 The time that takes is reported but is not one of the phases.
+
+--phases runs only some of them (names in PHASE_GROUPS: append, lmtp,
+select, search, copy, pop3, doveadm, mixed). The 100,000-message folders
+are built only for select; a phase that reads the 10,000-message folder
+without append gets it from an unmeasured `doveadm import`.
 """
 
 import argparse
@@ -121,6 +127,13 @@ PHASES = {
     "mixed": ("op/s", "higher", None, "10 clients, mixed operations"),
     "mixed_p95": ("ms", "lower", None, "mixed load, 95th percentile"),
 }
+
+
+# --phases: the groups of phases that run together, in running order.
+PHASE_GROUPS = ("append", "lmtp", "select", "search", "copy", "pop3",
+                "doveadm", "mixed")
+# The groups that read the 10,000-message folder (b.main).
+NEEDS_MAIN = ("select", "search", "copy", "pop3", "mixed")
 
 
 class BenchError(Exception):
@@ -367,6 +380,7 @@ class Bench:
         self.reps = args.reps or (2 if self.quick else 3)
         # The phases that move the whole corpus through a backend.
         self.reps_heavy = args.reps or 2
+        self.phases = args.phases
         self.samples = {}
         self.first_sample = {}
         self.info = {}
@@ -422,7 +436,7 @@ class Bench:
         self.src10k = self.srcdir / "src10k"
         write_maildir(self.src10k, self.corpus)
         self.src_big = self.srcdir / "src100k"
-        big = small.messages(self.n_big)
+        big = small.messages(self.n_big if "select" in self.phases else 0)
         self.info["big_corpus_bytes"] = sum(map(len, big))
         write_maildir(self.src_big, big)
         del big
@@ -442,6 +456,19 @@ class Bench:
             b.doveadm("fetch", "-u", u, "guid", "all", location=loc)
         self.src10k_loc = "maildir:%s" % self.src10k
         self.src_big_loc = "maildir:%s" % self.src_big
+
+    def build_main(self):
+        """The 10,000-message folder when APPEND does not run: imported
+        from the corpus's maildir, unmeasured, with the instance's own
+        mail_fsync (as APPEND would leave it: nothing unwritten)."""
+        for b in self.backends:
+            b.main = b.inst.new_user()
+            progress("building the %d-message folder on %s (doveadm import)"
+                     % (self.n_append, b.name))
+            b.doveadm("import", "-u", b.main, self.src10k_loc, "", "all")
+            if b.count(b.main) != self.n_append:
+                raise BenchError("%s: %d messages imported, not %d"
+                                 % (b.name, b.count(b.main), self.n_append))
 
     def build_big(self):
         for b in self.backends:
@@ -746,19 +773,29 @@ class Bench:
         try:
             self.setup()
             self.emit({"type": "info", **self.info})
-            self.build_big()
-            self.run_phase("APPEND %d" % self.n_append, self.phase_append,
-                           reps=self.reps_heavy)
-            self.run_phase("LMTP %d" % self.n_lmtp, self.phase_lmtp,
-                           reps=self.reps_heavy)
-            self.run_phase("SELECT+FETCH", self.phase_select,
-                           reps=self.reps + 2)
-            self.run_phase("SEARCH", self.phase_search)
-            self.run_phase("COPY/MOVE", self.phase_copy_move)
-            self.run_phase("POP3", self.phase_pop3)
-            self.run_phase("doveadm import/backup", self.phase_doveadm,
-                           reps=self.reps_heavy)
-            self.run_phase("mixed load", self.phase_mixed)
+            if "select" in self.phases:
+                self.build_big()
+            if "append" not in self.phases and \
+                    any(p in self.phases for p in NEEDS_MAIN):
+                self.build_main()
+            groups = {
+                "append": ("APPEND %d" % self.n_append, self.phase_append,
+                           self.reps_heavy),
+                "lmtp": ("LMTP %d" % self.n_lmtp, self.phase_lmtp,
+                         self.reps_heavy),
+                "select": ("SELECT+FETCH", self.phase_select,
+                           self.reps + 2),
+                "search": ("SEARCH", self.phase_search, None),
+                "copy": ("COPY/MOVE", self.phase_copy_move, None),
+                "pop3": ("POP3", self.phase_pop3, None),
+                "doveadm": ("doveadm import/backup", self.phase_doveadm,
+                            self.reps_heavy),
+                "mixed": ("mixed load", self.phase_mixed, None),
+            }
+            for name in PHASE_GROUPS:
+                if name in self.phases:
+                    title, fn, reps = groups[name]
+                    self.run_phase(title, fn, reps=reps)
             for b in self.backends:
                 for line in b.inst.log_problems():
                     progress("log problem (%s): %s" % (b.name, line))
@@ -867,10 +904,17 @@ def main():
                     "APPEND, LMTP and doveadm; quick 2)")
     ap.add_argument("--backends", default="sqlbox,maildir,sdbox",
                     help="comma-separated: sqlbox maildir sdbox mdbox")
+    ap.add_argument("--phases", default=",".join(PHASE_GROUPS),
+                    help="comma-separated, default all: "
+                    + " ".join(PHASE_GROUPS))
     ap.add_argument("--out", help="JSON lines file (default "
                     "build/bench/bench-<time>.jsonl)")
     args = ap.parse_args()
     args.backends = [x for x in args.backends.split(",") if x]
+    args.phases = [x for x in args.phases.split(",") if x]
+    for n in args.phases:
+        if n not in PHASE_GROUPS:
+            ap.error("unknown phase %s" % n)
     for n in args.backends:
         if n not in harness.BACKENDS or n == "maildir-fs":
             ap.error("unknown backend %s" % n)

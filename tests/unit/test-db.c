@@ -380,3 +380,33 @@ Test(db, a_closed_handle_is_reused_for_the_same_file_only)
 	}
 	sbx_db_close_parked();
 }
+
+/* PRAGMA cache_size of the fixture's connection, in KiB (negative). */
+static int64_t cache_size(void)
+{
+	sqlite3_stmt *stmt;
+	int64_t value;
+
+	cr_assert_eq(sqlite3_prepare_v2(sbx_db_get_sqlite(fixture_db),
+					"PRAGMA cache_size", -1, &stmt, NULL),
+		     SQLITE_OK);
+	cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
+	value = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	return value;
+}
+
+Test(db, a_write_transaction_may_fill_a_larger_page_cache)
+{
+	cr_assert_eq(cache_size(), -2000, "SQLite's default");
+	fixture_begin();
+	cr_assert_eq(cache_size(), -32768);
+	fixture_commit();
+	cr_assert_eq(cache_size(), -2000, "back after the commit");
+	fixture_begin();
+	sbx_tx_rollback(fixture_db);
+	cr_assert_eq(cache_size(), -2000, "back after a rollback");
+	cr_assert_eq(sbx_tx_begin(fixture_db, SBX_TX_READ), 0);
+	cr_assert_eq(cache_size(), -2000, "reads keep the default");
+	sbx_tx_rollback(fixture_db);
+}

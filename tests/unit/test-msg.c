@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* sbx-msg.c: UIDs, flags, tombstones, the change feed and the counters
    the triggers keep. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -585,4 +586,231 @@ Test(msg, pop3_uidl_is_set_and_cleared)
 	fixture_commit();
 	cr_assert_eq(sbx_msg_lookup(fixture_db, box, uid, &msg), 1);
 	cr_assert_null(msg.pop3_uidl);
+}
+
+/* COPY and MOVE batches (sbx_msg_copy(), sbx_msg_expunge_copied()). */
+
+/* The batch row copying src_uid of src to uid. */
+static struct sbx_msg_copy copy_row(int64_t src, uint32_t src_uid,
+				    uint32_t uid, uint64_t modseq)
+{
+	struct sbx_msg_copy row = {
+		.src_mailbox_id = src, .src_uid = src_uid, .uid = uid,
+		.flags = SBX_FLAG_FLAGGED, .keywords = "$b $a $b",
+		.save_date = 1800000000, .modseq = modseq,
+	};
+
+	return row;
+}
+
+/* Appends count messages to mailbox_id, each with its own body. */
+static void append_many(int64_t mailbox_id, unsigned int count)
+{
+	char text[64];
+	unsigned int i;
+
+	for (i = 0; i < count; i++) {
+		snprintf(text, sizeof(text), "body %u\r\n", i);
+		fixture_append_text(mailbox_id, text,
+				    i % 2 ? SBX_FLAG_SEEN : 0);
+	}
+}
+
+Test(msg, copy_batch_shares_bodies_and_takes_the_batch_fields)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
+	struct sbx_msg_copy rows[3];
+	struct sbx_msg src, got;
+	uint64_t modseq;
+	unsigned int i;
+
+	append_many(a, 3);
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, b, &modseq), 0);
+	for (i = 0; i < 3; i++)
+		rows[i] = copy_row(a, i + 1, 10 + 2 * i, modseq);
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, 3), 1, "%s",
+		     fixture_error());
+	fixture_commit();
+
+	for (i = 0; i < 3; i++) {
+		cr_assert_eq(sbx_msg_lookup(fixture_db, a, i + 1, &src), 1);
+		cr_assert_eq(sbx_msg_lookup(fixture_db, b, 10 + 2 * i, &got),
+			     1);
+		cr_assert_eq(got.body_id, src.body_id, "the body is shared");
+		cr_assert_eq(got.received_date, 1700000000);
+		cr_assert_eq(got.save_date, 1800000000);
+		cr_assert_eq(got.flags, SBX_FLAG_FLAGGED);
+		cr_assert_str_eq(got.keywords, "$a $b", "normalised");
+		cr_assert_eq(got.modseq, modseq);
+	}
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM messages m JOIN"
+				     " messages s ON s.guid = m.guid AND"
+				     " s.body_id = m.body_id WHERE"
+				     " m.mailbox_id = 2 AND s.mailbox_id = 1"),
+		     3, "GUID and body come from the source");
+	cr_assert_eq(fixture_sql_int("SELECT min(refcount) FROM bodies"), 2);
+	cr_assert_eq(get_mailbox(b).messages, 3);
+	cr_assert_eq(get_mailbox(b).unseen, 3, "\\Seen is the batch's");
+	cr_assert_eq(get_mailbox(b).uidnext, 15);
+	cr_assert_eq(get_mailbox(b).highestmodseq, modseq);
+	cr_assert_eq(get_mailbox(a).messages, 3, "the sources stay");
+	fixture_check_invariants();
+}
+
+Test(msg, copy_batch_into_its_own_mailbox)
+{
+	int64_t a = fixture_mailbox("a");
+	struct sbx_msg_copy rows[2];
+
+	append_many(a, 2);
+	fixture_begin();
+	rows[0] = copy_row(a, 1, 3, 1);
+	rows[1] = copy_row(a, 2, 4, 1);
+	cr_assert_eq(sbx_msg_copy(fixture_db, a, rows, 2), 1, "%s",
+		     fixture_error());
+	fixture_commit();
+	cr_assert_eq(get_mailbox(a).messages, 4);
+	cr_assert_eq(fixture_sql_int("SELECT count(DISTINCT guid) FROM"
+				     " messages"), 2);
+	fixture_check_invariants();
+}
+
+Test(msg, copy_batch_with_a_source_gone_comes_up_short)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
+	struct sbx_msg_copy rows[3];
+	unsigned int i;
+
+	append_many(a, 3);
+	cr_assert_eq(expunge(a, 2), 1);
+	fixture_begin();
+	for (i = 0; i < 3; i++)
+		rows[i] = copy_row(a, i + 1, i + 1, 1);
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, 3), 0);
+	sbx_tx_rollback(fixture_db);
+	cr_assert_eq(get_mailbox(b).messages, 0);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM messages"
+				     " WHERE mailbox_id = 2"), 0);
+	fixture_check_invariants();
+}
+
+Test(msg, copy_batch_refuses_what_the_schema_would)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("x/b");
+	int64_t noselect = b - 1;
+	struct sbx_msg_copy rows[2];
+
+	append_many(a, 2);
+	append_many(b, 1);
+	fixture_begin();
+	rows[0] = copy_row(a, 1, 1, 1);
+	rows[1] = copy_row(a, 2, 2, 1);
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, 2), -1,
+		     "UID below UIDNEXT");
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	rows[0].uid = 6;
+	rows[1].uid = 5;
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, 2), -1, "descending");
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	rows[1].uid = 6;
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, 2), -1, "twice");
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	rows[1].uid = 7;
+	cr_assert_eq(sbx_msg_copy(fixture_db, noselect, rows, 2), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INVALID, "\\Noselect");
+	cr_assert_eq(sbx_msg_copy(fixture_db, b + 50, rows, 2), -1);
+	cr_assert_eq(last_error(), SBX_ERR_NOTFOUND);
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, 0), 1, "nothing");
+	sbx_tx_rollback(fixture_db);
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, 2), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INTERNAL, "outside a transaction");
+	fixture_check_invariants();
+}
+
+Test(msg, move_batch_leaves_tombstones_and_one_reference)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
+	/* more than a statement journal keeps in memory */
+	enum { N = 1500 };
+	struct sbx_msg_copy *rows = calloc(N, sizeof(*rows));
+	uint64_t modseq_a, modseq_b;
+	unsigned int i;
+
+	cr_assert_not_null(rows);
+	append_many(a, N);
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, b, &modseq_b), 0);
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, a, &modseq_a), 0);
+	for (i = 0; i < N; i++)
+		rows[i] = copy_row(a, i + 1, i + 1, modseq_b);
+	cr_assert_eq(sbx_msg_copy(fixture_db, b, rows, N), 1, "%s",
+		     fixture_error());
+	cr_assert_eq(sbx_msg_expunge_copied(fixture_db, a, rows, N, modseq_a),
+		     1, "%s", fixture_error());
+	fixture_commit();
+	free(rows);
+
+	cr_assert_eq(get_mailbox(a).messages, 0);
+	cr_assert_eq(get_mailbox(a).vsize, 0);
+	cr_assert_eq(get_mailbox(b).messages, N);
+	cr_assert_eq(get_mailbox(b).unseen, N);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM expunged WHERE"
+				     " mailbox_id = 1 AND"
+				     " guid LIKE 'guid-1-%'"), N);
+	cr_assert_eq(fixture_sql_int("SELECT count(DISTINCT modseq) FROM"
+				     " expunged"), 1);
+	cr_assert_eq(fixture_sql_int("SELECT modseq FROM expunged LIMIT 1"),
+		     (int64_t)modseq_a);
+	cr_assert_eq(get_mailbox(a).highestmodseq, modseq_a);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM bodies"), N);
+	cr_assert_eq(fixture_sql_int("SELECT max(refcount) FROM bodies"), 1);
+	fixture_check_invariants();
+}
+
+Test(msg, move_batch_with_a_source_gone_comes_up_short)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
+	struct sbx_msg_copy rows[2];
+
+	append_many(a, 2);
+	fixture_begin();
+	rows[0] = copy_row(a, 1, 1, 1);
+	rows[1] = copy_row(a, 2, 2, 1);
+	cr_assert_eq(sbx_msg_expunge(fixture_db, a, 2, 1), 1);
+	cr_assert_eq(sbx_msg_expunge_copied(fixture_db, a, rows, 2, 1), 0);
+	sbx_tx_rollback(fixture_db);
+	rows[1].src_mailbox_id = b;
+	fixture_begin();
+	cr_assert_eq(sbx_msg_expunge_copied(fixture_db, a, rows, 2, 1), -1,
+		     "a row of another mailbox");
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	sbx_tx_rollback(fixture_db);
+	cr_assert_eq(get_mailbox(a).messages, 2);
+	fixture_check_invariants();
+}
+
+Test(msg, uid_iteration_lists_a_range)
+{
+	int64_t a = fixture_mailbox("a");
+	struct sbx_uid_iter *iter, *nested;
+	uint32_t uid, expect[] = { 2, 4, 5 };
+	unsigned int i;
+
+	append_many(a, 6);
+	cr_assert_eq(expunge(a, 3), 1);
+	cr_assert_eq(sbx_uid_iter_init(fixture_db, a, 2, 5, &iter), 0);
+	cr_assert_eq(sbx_uid_iter_init(fixture_db, a, 1, 1, &nested), -1);
+	cr_assert_eq(last_error(), SBX_ERR_INTERNAL, "one at a time");
+	for (i = 0; i < 3; i++) {
+		cr_assert_eq(sbx_uid_iter_next(iter, &uid), 1);
+		cr_assert_eq(uid, expect[i]);
+	}
+	cr_assert_eq(sbx_uid_iter_next(iter, &uid), 0);
+	cr_assert_eq(sbx_uid_iter_next(iter, &uid), 0);
+	cr_assert_eq(sbx_uid_iter_deinit(&iter), 0);
+	cr_assert_null(iter);
+	cr_assert_eq(sbx_uid_iter_init(fixture_db, a, 7, 100, &iter), 0);
+	cr_assert_eq(sbx_uid_iter_next(iter, &uid), 0);
+	cr_assert_eq(sbx_uid_iter_deinit(&iter), 0);
 }
