@@ -3,15 +3,17 @@
 
    save_begin/continue only spool: the message goes through CRLF
    normalisation (the one place it happens) into a temporary stream, which
-   save_finish hashes with SHA-256; its index record is appended with UID
-   0. Nothing touches SQL until the transaction commits, so no lock is
-   ever held while a client sends a literal. In commit_pre, under the
-   write lock: the mailbox is pulled (the index must know every UID
-   already given out; a mailbox opened only to save learns just UIDNEXT),
-   the new UIDs are the next ones after SQL's uidnext, bodies are stored (or found by
-   hash and shared) and rows inserted; SQL commits before the index does.
-   A COPY or MOVE within the user's database stores no body: sqlbox-copy.c
-   inserts rows pointing at the sources' bodies, in the same transaction. */
+   save_finish hashes with SHA-256 and parses for the fields kept with the
+   body (sqlbox-parsed.c); its index record is appended with UID 0.
+   Nothing touches SQL until the transaction commits, so no lock is ever
+   held while a client sends a literal. In commit_pre, under the write
+   lock: the mailbox is pulled (the index must know every UID already
+   given out; a mailbox opened only to save learns just UIDNEXT), the new
+   UIDs are the next ones after SQL's uidnext, bodies are stored (or found
+   by hash and shared) and rows inserted; SQL commits before the index
+   does. A COPY or MOVE within the user's database stores no body:
+   sqlbox-copy.c inserts rows pointing at the sources' bodies, in the same
+   transaction. */
 
 #include "lib.h"
 #include "array.h"
@@ -34,7 +36,6 @@
 #include "sbx-msg.h"
 #include "sqlbox-error.h"
 #include "sqlbox-settings.h"
-#include "sqlbox-istream.h"
 #include "sqlbox-parsed.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
@@ -43,9 +44,8 @@
 
 struct sqlbox_save_mail {
 	uint32_t seq;
-	/* the spooled message (saves) or 0 and the body to share (copies) */
+	/* the spooled message; NULL while it is being spooled */
 	struct istream *input;
-	int64_t copy_body_id;
 	/* the bytes stored (compressed or encrypted by zlib or mail_crypt
 	   stacked on top) and the message's own size (CRLF), which is what
 	   IMAP, POP3 and quota see */
@@ -487,11 +487,6 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 	array_foreach(&ctx->mails, smail) {
 		if (smail->seq != seq)
 			continue;
-		if (smail->copy_body_id != 0) {
-			return i_stream_create_sqlbox_body(
-				sqlbox_mailbox_get_db(ctx->mbox),
-				smail->copy_body_id, smail->size);
-		}
 		if (smail->input == NULL)
 			return NULL;	/* still being spooled */
 		/* a limit stream starts where its parent is: at the start */
@@ -513,8 +508,7 @@ bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 	if (sqlbox_copy_get_size(ctx->copies, ctx->mbox, seq, size_r))
 		return TRUE;
 	array_foreach(&ctx->mails, smail) {
-		if (smail->seq == seq &&
-		    (smail->copy_body_id != 0 || smail->input != NULL)) {
+		if (smail->seq == seq && smail->input != NULL) {
 			*size_r = smail->virtual_size;
 			return TRUE;
 		}
@@ -533,10 +527,6 @@ static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
 	size_t size;
 	ssize_t ret;
 
-	if (smail->copy_body_id != 0) {
-		*body_id_r = smail->copy_body_id;
-		return 0;
-	}
 	ret = sbx_body_lookup_hash(db, smail->sha256, smail->size, body_id_r);
 	if (ret != 0)
 		return ret < 0 ? -1 : 0;
