@@ -153,9 +153,18 @@ int sqlbox_list_open_db(struct mailbox_list *_list, struct sbx_db **db_r)
 	}
 	i_zero(&db_set);
 	db_set.lock_timeout_msecs = list->set.lock_timeout_msecs;
-	db_set.synchronous =
-		_list->mail_set->parsed_fsync_mode == FSYNC_MODE_NEVER ?
-		SBX_SYNCHRONOUS_OFF : SBX_SYNCHRONOUS_FULL;
+	/* optimized: new mail is synced, other changes commit lazily */
+	switch (_list->mail_set->parsed_fsync_mode) {
+	case FSYNC_MODE_NEVER:
+		db_set.synchronous = SBX_SYNCHRONOUS_OFF;
+		break;
+	case FSYNC_MODE_ALWAYS:
+		db_set.synchronous = SBX_SYNCHRONOUS_EXTRA;
+		break;
+	default:
+		db_set.synchronous = SBX_SYNCHRONOUS_FULL;
+		break;
+	}
 	if (sbx_db_open(list->db_path, &db_set, &db) < 0) {
 		error = sbx_db_last_error(db, &msg);
 		sqlbox_list_log_open_error(list, msg);

@@ -656,7 +656,10 @@ int sqlbox_transaction_save_commit_pre(struct mail_save_context *_ctx)
 	if (array_count(&ctx->mails) == 0 && ctx->copies == NULL)
 		return sqlbox_save_report_dedup(ctx);
 
-	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
+	/* new mail is on disk when the commit returns; COPY and MOVE bring
+	   none, and commit as lazily as a flag change */
+	if (sbx_tx_begin(db, array_count(&ctx->mails) > 0 ? SBX_TX_WRITE :
+			 SBX_TX_WRITE_LAZY) < 0) {
 		sqlbox_set_box_error(&mbox->box, db);
 		sqlbox_transaction_save_rollback(_ctx);
 		return -1;

@@ -761,7 +761,7 @@ static int sqlbox_sync_try(struct sqlbox_sync_context *ctx)
 	int ret;
 
 	if ((ctx->flags & SQLBOX_SYNC_FLAG_IN_WRITE_TX) == 0 &&
-	    sbx_tx_begin(ctx->db, ctx->write_tx ? SBX_TX_WRITE :
+	    sbx_tx_begin(ctx->db, ctx->write_tx ? SBX_TX_WRITE_LAZY :
 			 SBX_TX_READ) < 0) {
 		sqlbox_set_box_error(box, ctx->db);
 		return -1;

@@ -190,7 +190,9 @@ sqlbox_transaction_commit_locked(struct mailbox_transaction_context *t,
 
 	i_zero(&written);
 	i_array_init(&written.uids, 32);
-	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0) {
+	/* flags, keywords, expunges, attributes: no new mail, so the commit
+	   need not wait for the disk (mail_fsync = optimized) */
+	if (sbx_tx_begin(db, SBX_TX_WRITE_LAZY) < 0) {
 		sqlbox_set_box_error(box, db);
 		index_transaction_rollback(t);
 		goto out;

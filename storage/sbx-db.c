@@ -365,6 +365,8 @@ static const char *sbx_db_synchronous_pragma(enum sbx_synchronous sync)
 		return "PRAGMA synchronous = NORMAL";
 	case SBX_SYNCHRONOUS_OFF:
 		return "PRAGMA synchronous = OFF";
+	case SBX_SYNCHRONOUS_EXTRA:
+		return "PRAGMA synchronous = EXTRA";
 	case SBX_SYNCHRONOUS_FULL:
 	default:
 		return "PRAGMA synchronous = FULL";
@@ -699,21 +701,45 @@ static int sbx_db_begin_immediate(struct sbx_db *db, int64_t deadline)
    the commit reads back and checksums every frame after it. An import of
    thousands of messages did that for nearly its whole WAL, and journalled
    every insert to a temporary file besides. The memory is taken only as
-   pages are dirtied, and given back when the transaction ends. Only a
-   hint: a failure changes nothing and records nothing. */
-static void sbx_db_set_cache(struct sbx_db *db, enum sbx_stmt_id id)
+   pages are dirtied, and given back when the transaction ends.
+
+   Runs one of those connection settings (a PRAGMA of sbx-sql.def),
+   keeping the error recorded before. Returns 0, or -1 if it failed. */
+static int sbx_db_set_pragma(struct sbx_db *db, enum sbx_stmt_id id)
 {
 	enum sbx_error error = db->error;
 	char msg[SBX_DB_ERROR_MSG_SIZE];
 	sqlite3_stmt *stmt;
+	int ret = -1;
 
 	memcpy(msg, db->error_msg, sizeof(msg));
 	if (sbx_stmt_get(db, id, &stmt) == 0) {
-		(void)sbx_stmt_exec(db, stmt, "set the page cache");
+		ret = sbx_stmt_exec(db, stmt, "set a connection setting");
 		sbx_stmt_put(db, stmt);
 	}
 	db->error = error;
 	memcpy(db->error_msg, msg, sizeof(msg));
+	return ret;
+}
+
+/* Commits sync as the settings say, unless an SBX_TX_WRITE_LAZY
+   transaction asks for less: NORMAL is set before its BEGIN and FULL
+   again after its end. A durable write whose FULL can't be set back
+   fails rather than commit unsynced. */
+static int sbx_db_set_sync(struct sbx_db *db, bool lazy)
+{
+	if (db->synchronous != SBX_SYNCHRONOUS_FULL || db->sync_lazy == lazy)
+		return 0;
+	if (sbx_db_set_pragma(db, lazy ? SBX_STMT_DB_SYNC_NORMAL :
+			      SBX_STMT_DB_SYNC_FULL) < 0) {
+		if (lazy)
+			return 0;	/* only a hint: FULL stays */
+		return sbx_error_set(db, SBX_ERR_IO, "begin transaction on "
+				     "'%s': can't set synchronous FULL",
+				     db->path);
+	}
+	db->sync_lazy = lazy;
+	return 0;
 }
 
 static int sbx_tx_begin_write(struct sbx_db *db, unsigned int timeout_msecs)
@@ -726,7 +752,7 @@ static int sbx_tx_begin_write(struct sbx_db *db, unsigned int timeout_msecs)
 		sbx_db_unlock(db);
 		return -1;
 	}
-	sbx_db_set_cache(db, SBX_STMT_DB_CACHE_WRITE);
+	(void)sbx_db_set_pragma(db, SBX_STMT_DB_CACHE_WRITE);
 	return 0;
 }
 
@@ -756,21 +782,22 @@ int sbx_tx_begin(struct sbx_db *db, enum sbx_tx_kind kind)
 			"begin transaction on '%s': one is active already",
 			db->path);
 	}
-	sbx_db_notify_tx_begin(db, kind == SBX_TX_WRITE);
+	sbx_db_notify_tx_begin(db, kind != SBX_TX_READ);
 	if (kind == SBX_TX_READ) {
 		if (sbx_db_tx_exec(db, SBX_STMT_TX_BEGIN,
 				   "begin read transaction") < 0)
 			goto out_failed;
 	} else {
-		if (sbx_tx_begin_write(db, db->lock_timeout_msecs) < 0)
+		if (sbx_db_set_sync(db, kind == SBX_TX_WRITE_LAZY) < 0 ||
+		    sbx_tx_begin_write(db, db->lock_timeout_msecs) < 0)
 			goto out_failed;
 	}
 	db->tx_active = true;
-	db->tx_write = kind == SBX_TX_WRITE;
+	db->tx_write = kind != SBX_TX_READ;
 	db->modseq_count = 0;
 	return 0;
 out_failed:
-	sbx_db_notify_tx_finished(db, kind == SBX_TX_WRITE,
+	sbx_db_notify_tx_finished(db, kind != SBX_TX_READ,
 				  SBX_TX_RESULT_BEGIN_FAILED);
 	return -1;
 }
@@ -784,8 +811,11 @@ static void sbx_tx_end(struct sbx_db *db, enum sbx_tx_result result)
 	db->tx_active = false;
 	db->tx_write = false;
 	db->modseq_count = 0;
-	if (is_write)
-		sbx_db_set_cache(db, SBX_STMT_DB_CACHE_DEFAULT);
+	if (is_write) {
+		(void)sbx_db_set_pragma(db, SBX_STMT_DB_CACHE_DEFAULT);
+		/* tried again before the next durable write if it fails */
+		(void)sbx_db_set_sync(db, false);
+	}
 	sbx_db_unlock(db);
 	sbx_db_notify_tx_finished(db, is_write, result);
 }

@@ -12,6 +12,9 @@ enum sbx_synchronous {
 	SBX_SYNCHRONOUS_FULL = 0,	/* default: an accepted mail is on disk */
 	SBX_SYNCHRONOUS_NORMAL,
 	SBX_SYNCHRONOUS_OFF,		/* mail_fsync = never */
+	/* mail_fsync = always: every commit syncs (SBX_TX_WRITE_LAZY too),
+	   and so does the directory of a new WAL */
+	SBX_SYNCHRONOUS_EXTRA,
 };
 
 /* Which schema a database file holds. */
@@ -32,6 +35,12 @@ struct sbx_db_settings {
 enum sbx_tx_kind {
 	SBX_TX_READ,	/* BEGIN: one consistent snapshot, never waits */
 	SBX_TX_WRITE,	/* flock(mail.sqlite.lock), then BEGIN IMMEDIATE */
+	/* SBX_TX_WRITE for a change that brings no new mail (flags,
+	   expunges, COPY and MOVE), as Dovecot's mail_fsync = optimized
+	   syncs only new mail: under synchronous FULL it commits as NORMAL.
+	   It is on disk with the next durable commit or checkpoint; a crash
+	   before that may undo it, whole, never half of it. */
+	SBX_TX_WRITE_LAZY,
 };
 
 /* Opens (creating it and its directory's lock file if needed) the database

@@ -51,6 +51,8 @@ struct sbx_db {
 	   commit hook refuses every other commit. */
 	bool tx_active;
 	bool tx_write;
+	/* synchronous is NORMAL for an SBX_TX_WRITE_LAZY transaction */
+	bool sync_lazy;
 	bool is_committing;
 	/* frames in the WAL after the last commit (the WAL hook) */
 	int wal_frames;

@@ -30,7 +30,7 @@ Test(db, schema_has_every_table_index_and_trigger)
 		"messages_message_id", "expunged_modseq",
 		"messages_before_insert", "messages_after_insert",
 		"messages_after_delete", "messages_after_update",
-		"bodies_free",
+		"bodies_free", "body_parsed", "bodies_after_delete",
 	};
 	char sql[256];
 	size_t i;
@@ -409,4 +409,42 @@ Test(db, a_write_transaction_may_fill_a_larger_page_cache)
 	cr_assert_eq(sbx_tx_begin(fixture_db, SBX_TX_READ), 0);
 	cr_assert_eq(cache_size(), -2000, "reads keep the default");
 	sbx_tx_rollback(fixture_db);
+}
+
+static int handle_synchronous(struct sbx_db *db)
+{
+	sqlite3_stmt *stmt;
+	int value;
+
+	cr_assert_eq(sqlite3_prepare_v2(db->sqlite, "PRAGMA synchronous", -1,
+					&stmt, NULL), SQLITE_OK);
+	cr_assert_eq(sqlite3_step(stmt), SQLITE_ROW);
+	value = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	return value;
+}
+
+/* A write that brings no mail commits as NORMAL under FULL; every other
+   write, and the handle afterwards, is FULL again. */
+Test(db, lazy_writes_commit_as_normal_and_full_comes_back)
+{
+	struct sbx_db_settings set = fixture_settings();
+	struct sbx_db *db;
+
+	set.synchronous = SBX_SYNCHRONOUS_FULL;
+	sbx_db_close(&fixture_db);
+	sbx_db_close_parked();
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), 0);
+	cr_assert_eq(handle_synchronous(db), 2);
+	cr_assert_eq(sbx_tx_begin(db, SBX_TX_WRITE_LAZY), 0);
+	cr_assert_eq(handle_synchronous(db), 1);
+	cr_assert_eq(sbx_tx_commit(db), 0);
+	cr_assert_eq(handle_synchronous(db), 2);
+	cr_assert_eq(sbx_tx_begin(db, SBX_TX_WRITE_LAZY), 0);
+	sbx_tx_rollback(db);
+	cr_assert_eq(handle_synchronous(db), 2);
+	cr_assert_eq(sbx_tx_begin(db, SBX_TX_WRITE), 0);
+	cr_assert_eq(handle_synchronous(db), 2);
+	cr_assert_eq(sbx_tx_commit(db), 0);
+	sbx_db_close(&db);
 }
