@@ -61,9 +61,10 @@ static void sqlbox_mail_close(struct mail *_mail)
 	index_mail_close(_mail);
 }
 
-/* Loads the message's row. Returns 0, or -1 with the mail marked
-   expunged (no row) or the error set. */
-static int sqlbox_mail_lookup(struct sqlbox_mail *mail)
+/* Loads the message's row, with its parsed fields if with_parsed.
+   Returns 0, or -1 with the mail marked expunged (no row) or the error
+   set. */
+static int sqlbox_mail_lookup(struct sqlbox_mail *mail, bool with_parsed)
 {
 	struct mail *_mail = &mail->imail.mail.mail;
 	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(_mail->box);
@@ -71,13 +72,14 @@ static int sqlbox_mail_lookup(struct sqlbox_mail *mail)
 	pool_t pool;
 	int ret;
 
-	if (mail->row != NULL && mail->row->uid == _mail->uid)
+	if (mail->row != NULL && mail->row->uid == _mail->uid &&
+	    (mail->row->have_parsed || !with_parsed))
 		return 0;
 	/* a row lookup is metadata access: callers that allow only cached
 	   data (MAIL_LOOKUP_ABORT_NOT_IN_CACHE) get "aborted" */
 	if (!mail_metadata_access_start(_mail))
 		return -1;
-	ret = sqlbox_rows_lookup(mbox, _mail->uid, &row, &pool);
+	ret = sqlbox_rows_lookup(mbox, _mail->uid, with_parsed, &row, &pool);
 	if (ret < 0) {
 		sqlbox_set_box_error(_mail->box, sqlbox_mailbox_get_db(mbox));
 		return -1;
@@ -99,7 +101,7 @@ static int sqlbox_mail_get_received_date(struct mail *_mail, time_t *date_r)
 
 	if (_mail->saving)
 		return index_mail_get_received_date(_mail, date_r);
-	if (sqlbox_mail_lookup(mail) < 0)
+	if (sqlbox_mail_lookup(mail, FALSE) < 0)
 		return -1;
 	mail->imail.data.received_date = mail->row->received_date;
 	*date_r = mail->row->received_date;
@@ -112,7 +114,7 @@ static int sqlbox_mail_get_save_date(struct mail *_mail, time_t *date_r)
 
 	if (_mail->saving)
 		return index_mail_get_save_date(_mail, date_r);
-	if (sqlbox_mail_lookup(mail) < 0)
+	if (sqlbox_mail_lookup(mail, FALSE) < 0)
 		return -1;
 	mail->imail.data.save_date = mail->row->save_date;
 	*date_r = mail->row->save_date;
@@ -136,7 +138,7 @@ static int sqlbox_mail_get_size(struct mail *_mail, uoff_t *size_r)
 		}
 		return index_mail_get_physical_size(_mail, size_r);
 	}
-	if (sqlbox_mail_lookup(mail) < 0)
+	if (sqlbox_mail_lookup(mail, FALSE) < 0)
 		return -1;
 	data->physical_size = data->virtual_size = mail->row->virtual_size;
 	*size_r = mail->row->virtual_size;
@@ -165,7 +167,7 @@ sqlbox_mail_get_stream(struct mail *_mail, bool get_body ATTR_UNUSED,
 				return -1;
 			}
 		} else {
-			if (sqlbox_mail_lookup(mail) < 0)
+			if (sqlbox_mail_lookup(mail, FALSE) < 0)
 				return -1;
 			input = i_stream_create_sqlbox_body(
 				sqlbox_mailbox_get_db(mbox),
@@ -232,7 +234,7 @@ sqlbox_mail_get_header_stream(struct mail *_mail,
 			return index_mail_get_header_stream(_mail, headers,
 							    stream_r);
 	}
-	if (sqlbox_mail_lookup(mail) < 0)
+	if (sqlbox_mail_lookup(mail, TRUE) < 0)
 		return -1;
 	if (mail->row->headers == NULL) {
 		/* not kept: parsed from the body */
@@ -263,7 +265,7 @@ static int sqlbox_mail_get_bodystructure(struct sqlbox_mail *mail,
 
 	*value_r = NULL;
 	if (data->bodystructure == NULL) {
-		if (sqlbox_mail_lookup(mail) < 0)
+		if (sqlbox_mail_lookup(mail, TRUE) < 0)
 			return -1;
 		if (mail->row->bodystructure == NULL)
 			return 0;
@@ -303,7 +305,7 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 	switch (field) {
 	case MAIL_FETCH_IMAP_ENVELOPE:
 		if (mail->imail.data.envelope == NULL) {
-			if (sqlbox_mail_lookup(mail) < 0)
+			if (sqlbox_mail_lookup(mail, TRUE) < 0)
 				return -1;
 			if (mail->row->envelope == NULL) {
 				/* not kept: built from the header */
@@ -328,7 +330,7 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 	case MAIL_FETCH_POP3_ORDER:
 	case MAIL_FETCH_FROM_ENVELOPE:
 	case MAIL_FETCH_STORAGE_ID:
-		if (sqlbox_mail_lookup(mail) < 0)
+		if (sqlbox_mail_lookup(mail, FALSE) < 0)
 			return -1;
 		break;
 	default:

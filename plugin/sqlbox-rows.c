@@ -34,6 +34,8 @@ struct sqlbox_rows {
 	uint64_t pulled_modseq;
 	/* the size of the next batch */
 	uint32_t batch;
+	/* the rows hold the parsed fields; the next batches read them */
+	bool with_parsed;
 };
 
 static void sqlbox_rows_clear(struct sqlbox_rows *rows)
@@ -64,6 +66,7 @@ static void sqlbox_rows_add(struct sqlbox_rows *rows, const struct sbx_msg *msg,
 	row->from_envelope = sqlbox_rows_strdup(rows->pool,
 						msg->from_envelope);
 	row->pop3_order = msg->pop3_order;
+	row->have_parsed = rows->with_parsed;
 	if (parsed->headers != NULL) {
 		/* NUL-terminated, so even an empty value has a buffer */
 		unsigned char *headers =
@@ -93,7 +96,7 @@ static int sqlbox_rows_read(struct sqlbox_mailbox *mbox,
 					   rows->batch * 256 + 1024);
 	p_array_init(&rows->rows, rows->pool, rows->batch);
 	if (sbx_read_iter_init(db, mbox->mailbox_id, uid, rows->batch,
-			       &iter) < 0)
+			       rows->with_parsed, &iter) < 0)
 		return -1;
 	while ((ret = sbx_read_iter_next(iter, &msg, &parsed)) > 0)
 		sqlbox_rows_add(rows, &msg, &parsed);
@@ -119,7 +122,8 @@ static int sqlbox_row_cmp(const uint32_t *uid, const struct sqlbox_row *row)
 }
 
 int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
-		       const struct sqlbox_row **row_r, pool_t *pool_r)
+		       bool with_parsed, const struct sqlbox_row **row_r,
+		       pool_t *pool_r)
 {
 	struct sqlbox_rows *rows = mbox->rows;
 	const struct sqlbox_row *row;
@@ -129,8 +133,20 @@ int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
 		rows->first = 1;
 		rows->batch = 1;
 	}
-	if (rows->pool != NULL && rows->pulled_modseq != mbox->pulled_modseq)
+	if (rows->pool != NULL && rows->pulled_modseq != mbox->pulled_modseq) {
 		sqlbox_rows_clear(rows);
+		rows->with_parsed = FALSE;
+	}
+	if (with_parsed && !rows->with_parsed && rows->pool != NULL &&
+	    uid >= rows->first && uid <= rows->last &&
+	    array_count(&rows->rows) > 0) {
+		/* the same rows again, with the parsed fields */
+		rows->with_parsed = TRUE;
+		rows->batch = array_count(&rows->rows);
+		if (sqlbox_rows_read(mbox, rows, rows->first) < 0)
+			return -1;
+	}
+	rows->with_parsed = rows->with_parsed || with_parsed;
 	if (rows->pool == NULL || uid < rows->first || uid > rows->last) {
 		/* going on where the last batch ended: read further ahead */
 		if (rows->pool != NULL && uid > rows->last &&

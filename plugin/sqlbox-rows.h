@@ -18,19 +18,24 @@ struct sqlbox_row {
 	time_t received_date, save_date;
 	const char *guid, *pop3_uidl, *from_envelope;
 	uint32_t pop3_order;
+	/* whether the parsed fields below were read */
+	bool have_parsed;
 	/* NULL if the save kept none */
 	const unsigned char *headers;
 	size_t headers_size;
 	const char *bodystructure, *envelope;
 };
 
-/* Looks up message uid of the mailbox. Rows are read in batches that
-   grow while lookups go up UID by UID (FETCH 1:*, SEARCH, POP3 LIST) and
-   stay single for scattered ones. Returns 1 with *row_r set and *pool_r
+/* Looks up message uid of the mailbox, with its parsed fields if
+   with_parsed (else they may be missing: NULL). Rows are read in batches
+   that grow while lookups go up UID by UID (FETCH 1:*, SEARCH, POP3 LIST)
+   and stay single for scattered ones; once a lookup wants the parsed
+   fields, the batches read them until the rows are dropped. Returns 1 with *row_r set and *pool_r
    referenced (the row lives until the caller's pool_unref()), 0 if SQL
    has no such message, -1 with the error in the database handle. */
 int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
-		       const struct sqlbox_row **row_r, pool_t *pool_r);
+		       bool with_parsed, const struct sqlbox_row **row_r,
+		       pool_t *pool_r);
 /* Forgets the rows read (a write by this process that changes one). */
 void sqlbox_rows_forget(struct sqlbox_mailbox *mbox);
 void sqlbox_rows_free(struct sqlbox_rows **rows);

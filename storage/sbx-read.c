@@ -24,7 +24,7 @@ struct sbx_read_iter {
 };
 
 int sbx_read_iter_init(struct sbx_db *db, int64_t mailbox_id,
-		       uint32_t first_uid, uint32_t limit,
+		       uint32_t first_uid, uint32_t limit, bool with_parsed,
 		       struct sbx_read_iter **iter_r)
 {
 	struct sbx_read_iter *iter;
@@ -36,7 +36,8 @@ int sbx_read_iter_init(struct sbx_db *db, int64_t mailbox_id,
 				     "read messages: out of memory");
 	}
 	iter->db = db;
-	if (sbx_stmt_get(db, SBX_STMT_MSG_READ_BATCH, &iter->stmt) < 0) {
+	if (sbx_stmt_get(db, with_parsed ? SBX_STMT_MSG_READ_BATCH_PARSED :
+			 SBX_STMT_MSG_READ_BATCH, &iter->stmt) < 0) {
 		free(iter);
 		return -1;
 	}

@@ -21,12 +21,13 @@ struct sbx_msg_parsed {
 };
 
 /* Iterates up to limit messages of mailbox_id whose UID is at least
-   first_uid, in UID order. Strings and the parsed fields point into the
+   first_uid, in UID order, with their parsed fields if with_parsed (else
+   those are NULL). Strings and the parsed fields point into the
    statement until the next call. The iterator holds a statement: do not
    return to an event loop before deinit. One at a time per handle. */
 struct sbx_read_iter;
 int sbx_read_iter_init(struct sbx_db *db, int64_t mailbox_id,
-		       uint32_t first_uid, uint32_t limit,
+		       uint32_t first_uid, uint32_t limit, bool with_parsed,
 		       struct sbx_read_iter **iter_r);
 /* 1 with the next message, 0 at the end, -1 on error. */
 int sbx_read_iter_next(struct sbx_read_iter *iter, struct sbx_msg *msg_r,

@@ -28,8 +28,10 @@ APPEND, LMTP and doveadm, twice and the others three times, SELECT five):
       100,000 messages: in a new imap process (cold) and again in the same
       one (warm); the imap process's peak RSS on the 100,000 folder
   SEARCH of a header (SUBJECT) and of body text (BODY) on 10,000
-  UID COPY and UID MOVE of 10,000
-  POP3: login, LIST, UIDL, RETR of every message, QUIT
+  UID COPY and UID MOVE of 10,000; the disk of ten copies of the folder
+      against one (each COPY shares the bodies)
+  POP3: login, LIST, UIDL on the 100,000 folder (a new process); RETR of
+      every message of the 10,000 folder (throughput)
   doveadm import and doveadm backup -R of 10,000 from a maildir
   disk bytes of the 10,000 folder (allocated blocks)
   a mixed load: 10 concurrent IMAP clients, a fixed number of operations
@@ -43,7 +45,7 @@ The time that takes is reported but is not one of the phases.
 
 --phases runs only some of them (names in PHASE_GROUPS: append, lmtp,
 select, search, copy, pop3, doveadm, mixed). The 100,000-message folders
-are built only for select; a phase that reads the 10,000-message folder
+are built only for select and pop3; a phase that reads the 10,000-message folder
 without append gets it from an unmeasured `doveadm import`.
 """
 
@@ -120,10 +122,14 @@ PHASES = {
     "search_body": ("ms", "lower", None, "SEARCH BODY"),
     "copy": ("ms", "lower", ("ratio", 1 / 3), "UID COPY 1:*"),
     "move": ("ms", "lower", ("ratio", 1 / 3), "UID MOVE 1:*"),
-    "pop3": ("s", "lower", ("ratio", 1.0), "login+LIST+UIDL+RETR all"),
+    "pop3_list_100k": ("ms", "lower", ("ratio", 1.0),
+                       "POP3 login+LIST+UIDL, new process"),
+    "pop3_retr": ("MB/s", "higher", ("ratio", 1.0), "POP3 RETR of all"),
     "import": ("s", "lower", ("ratio", 0.5), "doveadm import"),
     "backup": ("s", "lower", ("ratio", 0.5), "doveadm backup -R"),
     "disk": ("MB", "lower", ("ratio", 1.0), "allocated bytes of the folder"),
+    "disk_10_copies": ("x", "lower", ("abs", 1.05),
+                       "ten copies of a folder / one"),
     "mixed": ("op/s", "higher", None, "10 clients, mixed operations"),
     "mixed_p95": ("ms", "lower", None, "mixed load, 95th percentile"),
 }
@@ -423,6 +429,9 @@ class Bench:
 
     # -- setup ----------------------------------------------------------------
 
+    def needs_big(self):
+        return "select" in self.phases or "pop3" in self.phases
+
     def setup(self):
         progress("generating the corpus (%d messages, seed %d)"
                  % (self.n_append, SEED))
@@ -436,7 +445,7 @@ class Bench:
         self.src10k = self.srcdir / "src10k"
         write_maildir(self.src10k, self.corpus)
         self.src_big = self.srcdir / "src100k"
-        big = small.messages(self.n_big if "select" in self.phases else 0)
+        big = small.messages(self.n_big if self.needs_big() else 0)
         self.info["big_corpus_bytes"] = sum(map(len, big))
         write_maildir(self.src_big, big)
         del big
@@ -647,37 +656,77 @@ class Bench:
                 raise BenchError("%s: MOVE lost messages" % b.name)
             c.ok(b"DELETE " + a)
             c.ok(b"DELETE " + m)
+            if rep == 0:
+                self.ten_copies(b, c)
         finally:
             c.logout()
 
-    def phase_pop3(self, b, rep):
-        t = time.perf_counter()
+    def ten_copies(self, b, c):
+        """The user's disk with nine more copies of the 10,000 folder,
+        over the disk with one (INBOX alone)."""
+        one = disk_bytes(b.inst.mail_dir(b.main))
+        names = [b"T%d" % i for i in range(9)]
+        c.ok(b"SELECT INBOX")
+        for name in names:
+            c.ok(b"CREATE " + name)
+            c.ok(b"UID COPY 1:* " + name)
+        c.ok(b"CLOSE")
+        ten = disk_bytes(b.inst.mail_dir(b.main))
+        self.record("disk_10_copies", b, ten / one, 0,
+                    one_mb=round(one / 1e6, 1), ten_mb=round(ten / 1e6, 1))
+        for name in names:
+            c.ok(b"DELETE " + name)
+
+    def pop3_login(self, b, user):
         c = Conn(b.inst.port("pop3"))
+        c.read_until(b"\r\n")
+        for line in (b"USER " + user.encode(),
+                     b"PASS " + b.inst.password(user).encode()):
+            c.send(line + b"\r\n")
+            r = c.read_until(b"\r\n")
+            if not r.startswith(b"+OK"):
+                c.close()
+                raise BenchError("POP3 login: %r" % r)
+        return c
+
+    def pop3_list(self, c, expect):
+        c.send(b"LIST\r\n")
+        listing = c.read_until(b"\r\n.\r\n")
+        c.send(b"UIDL\r\n")
+        c.read_until(b"\r\n.\r\n")
+        n = listing.count(b"\r\n") - 2
+        if n != expect:
+            raise BenchError("POP3 LIST has %d messages, not %d"
+                             % (n, expect))
+        return n
+
+    def phase_pop3(self, b, rep):
+        # login + LIST + UIDL of the big folder, in a new process
+        t = time.perf_counter()
+        c = self.pop3_login(b, b.big)
         try:
-            c.read_until(b"\r\n")
-            for line in (b"USER " + b.main.encode(),
-                         b"PASS " + b.inst.password(b.main).encode()):
-                c.send(line + b"\r\n")
-                r = c.read_until(b"\r\n")
-                if not r.startswith(b"+OK"):
-                    raise BenchError("POP3 login: %r" % r)
-            c.send(b"LIST\r\n")
-            listing = c.read_until(b"\r\n.\r\n")
-            c.send(b"UIDL\r\n")
-            c.read_until(b"\r\n.\r\n")
-            n = listing.count(b"\r\n") - 2
-            if n != self.n_append:
-                raise BenchError("POP3 LIST has %d messages" % n)
-            total = 0
-            for i in range(1, n + 1):
-                c.send(b"RETR %d\r\n" % i)
-                total += len(c.read_until(b"\r\n.\r\n"))
+            self.pop3_list(c, self.n_big)
+            t = time.perf_counter() - t
             c.send(b"QUIT\r\n")
             c.read_until(b"\r\n")
         finally:
             c.close()
-        t = time.perf_counter() - t
-        self.record("pop3", b, t, rep, bytes=total)
+        self.record("pop3_list_100k", b, t * 1000, rep)
+        # RETR of every message of the 10,000 folder
+        c = self.pop3_login(b, b.main)
+        try:
+            n = self.pop3_list(c, self.n_append)
+            total = 0
+            t = time.perf_counter()
+            for i in range(1, n + 1):
+                c.send(b"RETR %d\r\n" % i)
+                total += len(c.read_until(b"\r\n.\r\n"))
+            t = time.perf_counter() - t
+            c.send(b"QUIT\r\n")
+            c.read_until(b"\r\n")
+        finally:
+            c.close()
+        self.record("pop3_retr", b, total / 1e6 / t, rep, bytes=total)
 
     def phase_doveadm(self, b, rep):
         user = b.inst.new_user()
@@ -773,7 +822,7 @@ class Bench:
         try:
             self.setup()
             self.emit({"type": "info", **self.info})
-            if "select" in self.phases:
+            if self.needs_big():
                 self.build_big()
             if "append" not in self.phases and \
                     any(p in self.phases for p in NEEDS_MAIN):
