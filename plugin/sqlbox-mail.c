@@ -29,6 +29,10 @@ struct sqlbox_mail {
 	   virtual_size, the message's CRLF size. */
 	const struct sqlbox_row *row;
 	pool_t row_pool;
+	/* the pool of the same message's row read before without its
+	   parsed fields: what the mail gave out from it stays valid until
+	   the mail closes */
+	pool_t prev_row_pool;
 	/* the header stream made from the kept header lines */
 	struct istream *header_stream;
 };
@@ -58,6 +62,8 @@ static void sqlbox_mail_close(struct mail *_mail)
 	mail->row = NULL;
 	if (mail->row_pool != NULL)
 		pool_unref(&mail->row_pool);
+	if (mail->prev_row_pool != NULL)
+		pool_unref(&mail->prev_row_pool);
 	index_mail_close(_mail);
 }
 
@@ -88,8 +94,13 @@ static int sqlbox_mail_lookup(struct sqlbox_mail *mail, bool with_parsed)
 		mail_set_expunged(_mail);
 		return -1;
 	}
-	if (mail->row_pool != NULL)
+	if (mail->row != NULL && mail->row->uid == _mail->uid) {
+		/* read again with the parsed fields */
+		i_assert(mail->prev_row_pool == NULL);
+		mail->prev_row_pool = mail->row_pool;
+	} else if (mail->row_pool != NULL) {
 		pool_unref(&mail->row_pool);
+	}
 	mail->row = row;
 	mail->row_pool = pool;
 	return 0;
