@@ -270,18 +270,21 @@ void sbx_body_writer_abort(struct sbx_body_writer **_writer)
 	sbx_body_writer_free(writer);
 }
 
-/* Copies the part of one chunk (seq, data, len) that continues the read
-   at offset + *copied. Returns 0, or -1 if a chunk is missing. */
-/* Copies the wanted part of one chunk. Incremental blob I/O reads only
-   the pages that hold it: reading a message's header costs its first
-   pages, not the whole chunk. */
+/* Copies the part of one chunk (a row of BODY_READ) that continues the
+   read at offset + *copied: from the row when its content came with it
+   (a chunk wanted whole), else with incremental blob I/O, which reads
+   only the pages that hold it (a message's header costs its first pages,
+   not the whole chunk). Returns 0, or -1 (a chunk missing, a failed
+   read). */
 static int sbx_body_read_chunk(struct sbx_db *db, int64_t body_id,
-			       int64_t seq, int64_t rowid, size_t len,
-			       uint64_t offset, unsigned char *buf,
-			       size_t want, size_t *copied)
+			       sqlite3_stmt *stmt, uint64_t offset,
+			       unsigned char *buf, size_t want, size_t *copied)
 {
+	int64_t seq = sqlite3_column_int64(stmt, 1);
 	uint64_t start = (uint64_t)seq * SBX_BODY_CHUNK_SIZE;
 	uint64_t pos = offset + *copied;
+	size_t len = (size_t)sqlite3_column_int64(stmt, 3);
+	const unsigned char *data;
 	sqlite3_blob *blob;
 	size_t skip, n;
 	int rc;
@@ -297,8 +300,20 @@ static int sbx_body_read_chunk(struct sbx_db *db, int64_t body_id,
 	n = len - skip;
 	if (n > want - *copied)
 		n = want - *copied;
+	if (sqlite3_column_type(stmt, 4) != SQLITE_NULL) {
+		data = sqlite3_column_blob(stmt, 4);
+		if (data == NULL ||
+		    (size_t)sqlite3_column_bytes(stmt, 4) != len) {
+			return sbx_error_set(db, SBX_ERR_NOMEM,
+					     "read body %lld: out of memory",
+					     (long long)body_id);
+		}
+		memcpy(buf + *copied, data + skip, n);
+		*copied += n;
+		return 0;
+	}
 	rc = sqlite3_blob_open(db->sqlite, "main", "body_chunks", "data",
-			       rowid, 0, &blob);
+			       sqlite3_column_int64(stmt, 2), 0, &blob);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_blob_read(blob, buf + *copied, (int)n, (int)skip);
 	if (rc != SQLITE_OK) {
@@ -309,39 +324,6 @@ static int sbx_body_read_chunk(struct sbx_db *db, int64_t body_id,
 		return -1;
 	}
 	(void)sqlite3_blob_close(blob);
-	*copied += n;
-	return 0;
-}
-
-/* Copies the wanted part of a chunk whose content came with the row. */
-static int sbx_body_copy_chunk(struct sbx_db *db, int64_t body_id,
-			       sqlite3_stmt *stmt, uint64_t offset,
-			       unsigned char *buf, size_t want, size_t *copied)
-{
-	int64_t seq = sqlite3_column_int64(stmt, 1);
-	uint64_t start = (uint64_t)seq * SBX_BODY_CHUNK_SIZE;
-	uint64_t pos = offset + *copied;
-	const unsigned char *data = sqlite3_column_blob(stmt, 4);
-	size_t len = (size_t)sqlite3_column_bytes(stmt, 4);
-	size_t skip, n;
-
-	if (data == NULL && len > 0) {
-		return sbx_error_set(db, SBX_ERR_NOMEM,
-				     "read body %lld: out of memory",
-				     (long long)body_id);
-	}
-	if (start > pos) {
-		return sbx_error_set(db, SBX_ERR_CORRUPT,
-			"read body %lld: a chunk before %lld is missing",
-			(long long)body_id, (long long)seq);
-	}
-	if (start + len <= pos)
-		return 0;
-	skip = (size_t)(pos - start);
-	n = len - skip;
-	if (n > want - *copied)
-		n = want - *copied;
-	memcpy(buf + *copied, data + skip, n);
 	*copied += n;
 	return 0;
 }
@@ -390,17 +372,8 @@ static int sbx_body_read_rows(struct sbx_db *db, sqlite3_stmt *stmt,
 	do {
 		if (sqlite3_column_type(stmt, 1) == SQLITE_NULL)
 			continue;
-		if (sqlite3_column_type(stmt, 4) != SQLITE_NULL) {
-			if (sbx_body_copy_chunk(db, body_id, stmt, offset,
-						buf, want, read_r) < 0)
-				return -1;
-			continue;
-		}
-		if (sbx_body_read_chunk(db, body_id,
-					sqlite3_column_int64(stmt, 1),
-					sqlite3_column_int64(stmt, 2),
-					(size_t)sqlite3_column_int64(stmt, 3),
-					offset, buf, want, read_r) < 0)
+		if (sbx_body_read_chunk(db, body_id, stmt, offset, buf, want,
+					read_r) < 0)
 			return -1;
 	} while (*read_r < want &&
 		 (ret = sbx_stmt_step_row(db, stmt, "read body %lld",
