@@ -26,17 +26,11 @@
 #include "sbx-msg.h"
 
 struct sbx_msg_iter {
-	struct sbx_db *db;
-	sqlite3_stmt *stmt;
-	bool failed;
-	bool done;
+	struct sbx_stmt_iter it;
 };
 
 struct sbx_expunge_iter {
-	struct sbx_db *db;
-	sqlite3_stmt *stmt;
-	bool failed;
-	bool done;
+	struct sbx_stmt_iter it;
 };
 
 static int sbx_keyword_cmp(const void *p1, const void *p2)
@@ -289,17 +283,17 @@ int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
 		return sbx_error_set(db, SBX_ERR_NOMEM,
 				     "list messages: out of memory");
 	}
-	iter->db = db;
+	iter->it.db = db;
 	if (sbx_stmt_get(db, since_modseq == 0 ? SBX_STMT_MSG_ITER :
-			 SBX_STMT_MSG_ITER_SINCE, &iter->stmt) < 0)
+			 SBX_STMT_MSG_ITER_SINCE, &iter->it.stmt) < 0)
 		goto out_free;
-	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
-	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
+	if (sbx_bind_int64(db, iter->it.stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, iter->it.stmt, 2, (int64_t)since_modseq) < 0)
 		goto out_put;
 	*iter_r = iter;
 	return 0;
 out_put:
-	sbx_stmt_put(db, iter->stmt);
+	sbx_stmt_put(db, iter->it.stmt);
 out_free:
 	free(iter);
 	return -1;
@@ -309,17 +303,9 @@ int sbx_msg_iter_next(struct sbx_msg_iter *iter, struct sbx_msg *msg_r)
 {
 	int ret;
 
-	if (iter->failed)
-		return -1;
-	if (iter->done)
-		return 0;
-	ret = sbx_stmt_step_row(iter->db, iter->stmt, "list messages");
-	if (ret > 0 && sbx_msg_from_row(iter->db, iter->stmt, msg_r) < 0)
-		ret = -1;
-	if (ret < 0)
-		iter->failed = true;
-	else if (ret == 0)
-		iter->done = true;
+	ret = sbx_stmt_iter_step(&iter->it, "list messages");
+	if (ret > 0 && sbx_msg_from_row(iter->it.db, iter->it.stmt, msg_r) < 0)
+		ret = sbx_stmt_iter_fail(&iter->it);
 	return ret;
 }
 
@@ -331,8 +317,7 @@ int sbx_msg_iter_deinit(struct sbx_msg_iter **_iter)
 	if (iter == NULL)
 		return 0;
 	*_iter = NULL;
-	ret = iter->failed ? -1 : 0;
-	sbx_stmt_put(iter->db, iter->stmt);
+	ret = sbx_stmt_iter_finish(&iter->it);
 	free(iter);
 	return ret;
 }
@@ -452,17 +437,17 @@ int sbx_expunge_iter_init(struct sbx_db *db, int64_t mailbox_id,
 		return sbx_error_set(db, SBX_ERR_NOMEM,
 				     "list expunges: out of memory");
 	}
-	iter->db = db;
+	iter->it.db = db;
 	if (sbx_stmt_get(db, since_modseq == 0 ? SBX_STMT_EXPUNGE_ITER :
-			 SBX_STMT_EXPUNGE_ITER_SINCE, &iter->stmt) < 0)
+			 SBX_STMT_EXPUNGE_ITER_SINCE, &iter->it.stmt) < 0)
 		goto out_free;
-	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
-	    sbx_bind_int64(db, iter->stmt, 2, (int64_t)since_modseq) < 0)
+	if (sbx_bind_int64(db, iter->it.stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, iter->it.stmt, 2, (int64_t)since_modseq) < 0)
 		goto out_put;
 	*iter_r = iter;
 	return 0;
 out_put:
-	sbx_stmt_put(db, iter->stmt);
+	sbx_stmt_put(db, iter->it.stmt);
 out_free:
 	free(iter);
 	return -1;
@@ -473,18 +458,10 @@ int sbx_expunge_iter_next(struct sbx_expunge_iter *iter, uint32_t *uid_r,
 {
 	int ret;
 
-	if (iter->failed)
-		return -1;
-	if (iter->done)
-		return 0;
-	ret = sbx_stmt_step_row(iter->db, iter->stmt, "list expunges");
+	ret = sbx_stmt_iter_step(&iter->it, "list expunges");
 	if (ret > 0) {
-		*uid_r = sbx_column_u32(iter->stmt, 0);
-		*modseq_r = sbx_column_u64(iter->stmt, 1);
-	} else if (ret < 0) {
-		iter->failed = true;
-	} else {
-		iter->done = true;
+		*uid_r = sbx_column_u32(iter->it.stmt, 0);
+		*modseq_r = sbx_column_u64(iter->it.stmt, 1);
 	}
 	return ret;
 }
@@ -497,8 +474,7 @@ int sbx_expunge_iter_deinit(struct sbx_expunge_iter **_iter)
 	if (iter == NULL)
 		return 0;
 	*_iter = NULL;
-	ret = iter->failed ? -1 : 0;
-	sbx_stmt_put(iter->db, iter->stmt);
+	ret = sbx_stmt_iter_finish(&iter->it);
 	free(iter);
 	return ret;
 }
@@ -878,10 +854,7 @@ int sbx_msg_expunge_copied(struct sbx_db *db, int64_t mailbox_id,
 }
 
 struct sbx_uid_iter {
-	struct sbx_db *db;
-	sqlite3_stmt *stmt;
-	bool failed;
-	bool done;
+	struct sbx_stmt_iter it;
 };
 
 int sbx_uid_iter_init(struct sbx_db *db, int64_t mailbox_id,
@@ -896,17 +869,17 @@ int sbx_uid_iter_init(struct sbx_db *db, int64_t mailbox_id,
 		return sbx_error_set(db, SBX_ERR_NOMEM,
 				     "list UIDs: out of memory");
 	}
-	iter->db = db;
-	if (sbx_stmt_get(db, SBX_STMT_MSG_UID_RANGE, &iter->stmt) < 0)
+	iter->it.db = db;
+	if (sbx_stmt_get(db, SBX_STMT_MSG_UID_RANGE, &iter->it.stmt) < 0)
 		goto out_free;
-	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
-	    sbx_bind_int64(db, iter->stmt, 2, uid_first) < 0 ||
-	    sbx_bind_int64(db, iter->stmt, 3, uid_last) < 0)
+	if (sbx_bind_int64(db, iter->it.stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, iter->it.stmt, 2, uid_first) < 0 ||
+	    sbx_bind_int64(db, iter->it.stmt, 3, uid_last) < 0)
 		goto out_put;
 	*iter_r = iter;
 	return 0;
 out_put:
-	sbx_stmt_put(db, iter->stmt);
+	sbx_stmt_put(db, iter->it.stmt);
 out_free:
 	free(iter);
 	return -1;
@@ -916,17 +889,9 @@ int sbx_uid_iter_next(struct sbx_uid_iter *iter, uint32_t *uid_r)
 {
 	int ret;
 
-	if (iter->failed)
-		return -1;
-	if (iter->done)
-		return 0;
-	ret = sbx_stmt_step_row(iter->db, iter->stmt, "list UIDs");
+	ret = sbx_stmt_iter_step(&iter->it, "list UIDs");
 	if (ret > 0)
-		*uid_r = sbx_column_u32(iter->stmt, 0);
-	else if (ret < 0)
-		iter->failed = true;
-	else
-		iter->done = true;
+		*uid_r = sbx_column_u32(iter->it.stmt, 0);
 	return ret;
 }
 
@@ -938,8 +903,7 @@ int sbx_uid_iter_deinit(struct sbx_uid_iter **_iter)
 	if (iter == NULL)
 		return 0;
 	*_iter = NULL;
-	ret = iter->failed ? -1 : 0;
-	sbx_stmt_put(iter->db, iter->stmt);
+	ret = sbx_stmt_iter_finish(&iter->it);
 	free(iter);
 	return ret;
 }

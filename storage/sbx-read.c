@@ -17,10 +17,7 @@
 #define SBX_READ_COL_ENVELOPE 17
 
 struct sbx_read_iter {
-	struct sbx_db *db;
-	sqlite3_stmt *stmt;
-	bool failed;
-	bool done;
+	struct sbx_stmt_iter it;
 };
 
 int sbx_read_iter_init(struct sbx_db *db, int64_t mailbox_id,
@@ -35,16 +32,16 @@ int sbx_read_iter_init(struct sbx_db *db, int64_t mailbox_id,
 		return sbx_error_set(db, SBX_ERR_NOMEM,
 				     "read messages: out of memory");
 	}
-	iter->db = db;
+	iter->it.db = db;
 	if (sbx_stmt_get(db, with_parsed ? SBX_STMT_MSG_READ_BATCH_PARSED :
-			 SBX_STMT_MSG_READ_BATCH, &iter->stmt) < 0) {
+			 SBX_STMT_MSG_READ_BATCH, &iter->it.stmt) < 0) {
 		free(iter);
 		return -1;
 	}
-	if (sbx_bind_int64(db, iter->stmt, 1, mailbox_id) < 0 ||
-	    sbx_bind_int64(db, iter->stmt, 2, first_uid) < 0 ||
-	    sbx_bind_int64(db, iter->stmt, 3, limit) < 0) {
-		sbx_stmt_put(db, iter->stmt);
+	if (sbx_bind_int64(db, iter->it.stmt, 1, mailbox_id) < 0 ||
+	    sbx_bind_int64(db, iter->it.stmt, 2, first_uid) < 0 ||
+	    sbx_bind_int64(db, iter->it.stmt, 3, limit) < 0) {
+		sbx_stmt_put(db, iter->it.stmt);
 		free(iter);
 		return -1;
 	}
@@ -56,44 +53,34 @@ int sbx_read_iter_next(struct sbx_read_iter *iter, struct sbx_msg *msg_r,
 		       struct sbx_msg_parsed *parsed_r)
 {
 	static const char empty[1];
-	sqlite3_stmt *stmt = iter->stmt;
+	sqlite3_stmt *stmt = iter->it.stmt;
 	int ret;
 
-	if (iter->failed)
-		return -1;
-	if (iter->done)
-		return 0;
-	ret = sbx_stmt_step_row(iter->db, stmt, "read messages");
-	if (ret > 0 && sbx_msg_from_row(iter->db, stmt, msg_r) < 0)
-		ret = -1;
-	if (ret > 0) {
-		memset(parsed_r, 0, sizeof(*parsed_r));
-		if (sqlite3_column_type(stmt, SBX_READ_COL_HEADERS) !=
-		    SQLITE_NULL) {
-			/* blob before bytes; a zero-length blob is NULL */
-			parsed_r->headers = sqlite3_column_blob(stmt,
-						SBX_READ_COL_HEADERS);
-			parsed_r->headers_size = (size_t)sqlite3_column_bytes(
-				stmt, SBX_READ_COL_HEADERS);
-			if (parsed_r->headers == NULL) {
-				if (parsed_r->headers_size > 0) {
-					ret = sbx_error_set(iter->db,
-						SBX_ERR_NOMEM,
-						"read messages: out of memory");
-				}
-				parsed_r->headers = empty;
-			}
+	ret = sbx_stmt_iter_step(&iter->it, "read messages");
+	if (ret <= 0)
+		return ret;
+	if (sbx_msg_from_row(iter->it.db, stmt, msg_r) < 0)
+		return sbx_stmt_iter_fail(&iter->it);
+	memset(parsed_r, 0, sizeof(*parsed_r));
+	if (sqlite3_column_type(stmt, SBX_READ_COL_HEADERS) != SQLITE_NULL) {
+		/* blob before bytes; a zero-length blob is NULL */
+		parsed_r->headers = sqlite3_column_blob(stmt,
+							SBX_READ_COL_HEADERS);
+		parsed_r->headers_size = (size_t)sqlite3_column_bytes(stmt,
+			SBX_READ_COL_HEADERS);
+		if (parsed_r->headers == NULL && parsed_r->headers_size > 0) {
+			(void)sbx_error_set(iter->it.db, SBX_ERR_NOMEM,
+					    "read messages: out of memory");
+			return sbx_stmt_iter_fail(&iter->it);
 		}
-		parsed_r->bodystructure = (const char *)sqlite3_column_text(
-			stmt, SBX_READ_COL_BODYSTRUCTURE);
-		parsed_r->envelope = (const char *)sqlite3_column_text(
-			stmt, SBX_READ_COL_ENVELOPE);
+		if (parsed_r->headers == NULL)
+			parsed_r->headers = empty;
 	}
-	if (ret < 0)
-		iter->failed = true;
-	else if (ret == 0)
-		iter->done = true;
-	return ret;
+	parsed_r->bodystructure = (const char *)sqlite3_column_text(stmt,
+		SBX_READ_COL_BODYSTRUCTURE);
+	parsed_r->envelope = (const char *)sqlite3_column_text(stmt,
+		SBX_READ_COL_ENVELOPE);
+	return 1;
 }
 
 int sbx_read_iter_deinit(struct sbx_read_iter **_iter)
@@ -104,8 +91,7 @@ int sbx_read_iter_deinit(struct sbx_read_iter **_iter)
 	if (iter == NULL)
 		return 0;
 	*_iter = NULL;
-	ret = iter->failed ? -1 : 0;
-	sbx_stmt_put(iter->db, iter->stmt);
+	ret = sbx_stmt_iter_finish(&iter->it);
 	free(iter);
 	return ret;
 }

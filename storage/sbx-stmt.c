@@ -227,3 +227,32 @@ uint64_t sbx_column_u64(sqlite3_stmt *stmt, int col)
 
 	return value < 0 ? 0 : (uint64_t)value;
 }
+
+int sbx_stmt_iter_step(struct sbx_stmt_iter *iter, const char *what)
+{
+	int ret;
+
+	if (iter->failed)
+		return -1;
+	if (iter->done)
+		return 0;
+	ret = sbx_stmt_step_row(iter->db, iter->stmt, "%s", what);
+	if (ret < 0)
+		iter->failed = true;
+	else if (ret == 0)
+		iter->done = true;
+	return ret;
+}
+
+int sbx_stmt_iter_fail(struct sbx_stmt_iter *iter)
+{
+	iter->failed = true;
+	return -1;
+}
+
+int sbx_stmt_iter_finish(struct sbx_stmt_iter *iter)
+{
+	sbx_stmt_put(iter->db, iter->stmt);
+	iter->stmt = NULL;
+	return iter->failed ? -1 : 0;
+}

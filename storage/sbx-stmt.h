@@ -72,6 +72,22 @@ int sbx_stmt_step_row(struct sbx_db *db, sqlite3_stmt *stmt,
 int sbx_stmt_exec(struct sbx_db *db, sqlite3_stmt *stmt,
 		  const char *fmt, ...) SBX_PRINTF(3, 4);
 
+/* A statement read row by row (the storage's iterators): the caller gets
+   it, binds it and fills db and stmt; step and finish keep the state. */
+struct sbx_stmt_iter {
+	struct sbx_db *db;
+	sqlite3_stmt *stmt;
+	bool failed;
+	bool done;
+};
+/* 1 with the next row at hand, 0 at the end (and after it), -1 with the
+   cause recorded as "<what>: ..." (and -1 after it). */
+int sbx_stmt_iter_step(struct sbx_stmt_iter *iter, const char *what);
+/* Marks the iteration failed (a row that didn't decode); returns -1. */
+int sbx_stmt_iter_fail(struct sbx_stmt_iter *iter);
+/* Puts the statement back. Returns 0, or -1 if the iteration failed. */
+int sbx_stmt_iter_finish(struct sbx_stmt_iter *iter);
+
 /* Column helpers that convert to our types; out-of-range values clamp
    (the CHECK constraints keep them in range). */
 uint32_t sbx_column_u32(sqlite3_stmt *stmt, int col);
