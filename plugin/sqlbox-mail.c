@@ -82,9 +82,15 @@ static int sqlbox_mail_lookup(struct sqlbox_mail *mail, bool with_parsed)
 	    (mail->row->have_parsed || !with_parsed))
 		return 0;
 	/* a row lookup is metadata access: callers that allow only cached
-	   data (MAIL_LOOKUP_ABORT_NOT_IN_CACHE) get "aborted" */
-	if (!mail_metadata_access_start(_mail))
+	   data (MAIL_LOOKUP_ABORT_NOT_IN_CACHE) get "aborted". This is
+	   mail_metadata_access_start() without its mail event, which costs
+	   more than the row itself (a POP3 LIST of 100,000 made as many
+	   events); mail_event() makes it when something logs. */
+	if (_mail->lookup_abort >= MAIL_LOOKUP_ABORT_NOT_IN_CACHE) {
+		mail_set_aborted(_mail);
 		return -1;
+	}
+	_mail->mail_metadata_accessed = TRUE;
 	ret = sqlbox_rows_lookup(mbox, _mail->uid, with_parsed, &row, &pool);
 	if (ret < 0) {
 		sqlbox_set_box_error(_mail->box, sqlbox_mailbox_get_db(mbox));
@@ -148,6 +154,18 @@ static int sqlbox_mail_get_size(struct mail *_mail, uoff_t *size_r)
 			return 0;
 		}
 		return index_mail_get_physical_size(_mail, size_r);
+	}
+	if (mail->row == NULL || mail->row->uid != _mail->uid) {
+		const struct sqlbox_row_summary *summary =
+			sqlbox_rows_summary(SQLBOX_MAILBOX(_mail->box),
+					    _mail->uid);
+
+		if (summary != NULL) {
+			data->physical_size = data->virtual_size =
+				summary->virtual_size;
+			*size_r = summary->virtual_size;
+			return 0;
+		}
 	}
 	if (sqlbox_mail_lookup(mail, FALSE) < 0)
 		return -1;
@@ -304,6 +322,37 @@ static int sqlbox_mail_get_bodystructure(struct sqlbox_mail *mail,
 	return 0;
 }
 
+static const char *sqlbox_pop3_order_str(uint32_t pop3_order)
+{
+	/* unordered mails sort last */
+	return pop3_order == 0 ? "" : dec2str(pop3_order);
+}
+
+/* POP3's order, and its UIDL when none is stored, from the sync's
+   summary of the row: POP3 asks for them for every message at login.
+   Returns FALSE when the row is needed. */
+static bool
+sqlbox_mail_get_pop3_special(struct sqlbox_mail *mail,
+			     enum mail_fetch_field field, const char **value_r)
+{
+	struct mail *_mail = &mail->imail.mail.mail;
+	const struct sqlbox_row_summary *summary;
+
+	if (mail->row != NULL && mail->row->uid == _mail->uid)
+		return FALSE;
+	summary = sqlbox_rows_summary(SQLBOX_MAILBOX(_mail->box), _mail->uid);
+	if (summary == NULL)
+		return FALSE;
+	if (field == MAIL_FETCH_POP3_ORDER) {
+		*value_r = sqlbox_pop3_order_str(summary->pop3_order);
+		return TRUE;
+	}
+	if (summary->has_pop3_uidl != 0)
+		return FALSE;
+	*value_r = "";
+	return TRUE;
+}
+
 static int
 sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 			const char **value_r)
@@ -336,9 +385,12 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 		if (*value_r != NULL)
 			return 0;
 		return index_mail_get_special(_mail, field, value_r);
-	case MAIL_FETCH_GUID:
 	case MAIL_FETCH_UIDL_BACKEND:
 	case MAIL_FETCH_POP3_ORDER:
+		if (sqlbox_mail_get_pop3_special(mail, field, value_r))
+			return 0;
+		/* fall through */
+	case MAIL_FETCH_GUID:
 	case MAIL_FETCH_FROM_ENVELOPE:
 	case MAIL_FETCH_STORAGE_ID:
 		if (sqlbox_mail_lookup(mail, FALSE) < 0)
@@ -357,9 +409,7 @@ sqlbox_mail_get_special(struct mail *_mail, enum mail_fetch_field field,
 			mail->row->pop3_uidl : "";
 		return 0;
 	case MAIL_FETCH_POP3_ORDER:
-		/* unordered mails sort last */
-		*value_r = mail->row->pop3_order == 0 ? "" :
-			dec2str(mail->row->pop3_order);
+		*value_r = sqlbox_pop3_order_str(mail->row->pop3_order);
 		return 0;
 	case MAIL_FETCH_FROM_ENVELOPE:
 		*value_r = mail->row->from_envelope != NULL ?
@@ -391,6 +441,7 @@ static void sqlbox_mail_update_pop3_uidl(struct mail *_mail, const char *uidl)
 		goto fail;
 	/* the rows read before hold the old UIDL */
 	sqlbox_rows_forget(mbox);
+	sqlbox_rows_summary_set_uidl(mbox, _mail->uid, uidl != NULL);
 	SQLBOX_MAIL(_mail)->row = NULL;
 	return;
 fail:

@@ -17,6 +17,7 @@
 
 #include "lib.h"
 #include "array.h"
+#include "bsearch-insert-pos.h"
 #include "sbx-db.h"
 #include "sbx-msg.h"
 #include "sbx-read.h"
@@ -36,6 +37,11 @@ struct sqlbox_rows {
 	uint32_t batch;
 	/* the rows hold the parsed fields; the next batches read them */
 	bool with_parsed;
+
+	/* by UID; see struct sqlbox_row_summary */
+	ARRAY(struct sqlbox_row_summary) summaries;
+	/* the index of the last one looked up */
+	unsigned int summary_hint;
 };
 
 static void sqlbox_rows_clear(struct sqlbox_rows *rows)
@@ -121,18 +127,25 @@ static int sqlbox_row_cmp(const uint32_t *uid, const struct sqlbox_row *row)
 	return *uid < row->uid ? -1 : (*uid > row->uid ? 1 : 0);
 }
 
-int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
-		       bool with_parsed, const struct sqlbox_row **row_r,
-		       pool_t *pool_r)
+static struct sqlbox_rows *sqlbox_rows_get(struct sqlbox_mailbox *mbox)
 {
 	struct sqlbox_rows *rows = mbox->rows;
-	const struct sqlbox_row *row;
 
 	if (rows == NULL) {
 		rows = mbox->rows = i_new(struct sqlbox_rows, 1);
 		rows->first = 1;
 		rows->batch = 1;
 	}
+	return rows;
+}
+
+int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
+		       bool with_parsed, const struct sqlbox_row **row_r,
+		       pool_t *pool_r)
+{
+	struct sqlbox_rows *rows = sqlbox_rows_get(mbox);
+	const struct sqlbox_row *row;
+
 	if (rows->pool != NULL && rows->pulled_modseq != mbox->pulled_modseq) {
 		sqlbox_rows_clear(rows);
 		rows->with_parsed = FALSE;
@@ -167,6 +180,85 @@ int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
 	return 1;
 }
 
+static int sqlbox_row_summary_cmp(const uint32_t *uid,
+				  const struct sqlbox_row_summary *summary)
+{
+	return *uid < summary->uid ? -1 : (*uid > summary->uid ? 1 : 0);
+}
+
+void sqlbox_rows_summary_clear(struct sqlbox_mailbox *mbox)
+{
+	if (mbox->rows != NULL && array_is_created(&mbox->rows->summaries))
+		array_clear(&mbox->rows->summaries);
+}
+
+void sqlbox_rows_summary_set(struct sqlbox_mailbox *mbox,
+			     const struct sbx_msg_state *msg)
+{
+	struct sqlbox_rows *rows = sqlbox_rows_get(mbox);
+	const struct sqlbox_row_summary *last;
+	struct sqlbox_row_summary *summary;
+	unsigned int idx;
+
+	if (!array_is_created(&rows->summaries))
+		i_array_init(&rows->summaries, 256);
+	/* syncs read rows in UID order, and new messages come last */
+	last = array_count(&rows->summaries) == 0 ? NULL :
+		array_back(&rows->summaries);
+	if (last == NULL || last->uid < msg->uid)
+		summary = array_append_space(&rows->summaries);
+	else if (array_bsearch_insert_pos(&rows->summaries, &msg->uid,
+					  sqlbox_row_summary_cmp, &idx))
+		summary = array_idx_modifiable(&rows->summaries, idx);
+	else
+		summary = array_insert_space(&rows->summaries, idx);
+	summary->uid = msg->uid;
+	summary->pop3_order = msg->pop3_order;
+	summary->virtual_size = msg->virtual_size;
+	summary->has_pop3_uidl = msg->has_pop3_uidl ? 1 : 0;
+}
+
+static struct sqlbox_row_summary *
+sqlbox_rows_summary_find(struct sqlbox_mailbox *mbox, uint32_t uid)
+{
+	struct sqlbox_rows *rows = mbox->rows;
+	struct sqlbox_row_summary *summaries;
+	unsigned int idx, count;
+
+	if (rows == NULL || !array_is_created(&rows->summaries))
+		return NULL;
+	/* lookups mostly go up one message at a time */
+	summaries = array_get_modifiable(&rows->summaries, &count);
+	idx = rows->summary_hint;
+	if (idx < count && summaries[idx].uid == uid)
+		return &summaries[idx];
+	if (++idx < count && summaries[idx].uid == uid) {
+		rows->summary_hint = idx;
+		return &summaries[idx];
+	}
+	if (!array_bsearch_insert_pos(&rows->summaries, &uid,
+				      sqlbox_row_summary_cmp, &idx))
+		return NULL;
+	rows->summary_hint = idx;
+	return &summaries[idx];
+}
+
+void sqlbox_rows_summary_set_uidl(struct sqlbox_mailbox *mbox, uint32_t uid,
+				  bool has_pop3_uidl)
+{
+	struct sqlbox_row_summary *summary =
+		sqlbox_rows_summary_find(mbox, uid);
+
+	if (summary != NULL)
+		summary->has_pop3_uidl = has_pop3_uidl ? 1 : 0;
+}
+
+const struct sqlbox_row_summary *
+sqlbox_rows_summary(struct sqlbox_mailbox *mbox, uint32_t uid)
+{
+	return sqlbox_rows_summary_find(mbox, uid);
+}
+
 void sqlbox_rows_forget(struct sqlbox_mailbox *mbox)
 {
 	if (mbox->rows != NULL && mbox->rows->pool != NULL)
@@ -182,5 +274,7 @@ void sqlbox_rows_free(struct sqlbox_rows **_rows)
 	*_rows = NULL;
 	if (rows->pool != NULL)
 		pool_unref(&rows->pool);
+	if (array_is_created(&rows->summaries))
+		array_free(&rows->summaries);
 	i_free(rows);
 }

@@ -2,6 +2,7 @@
 #ifndef SQLBOX_ROWS_H
 #define SQLBOX_ROWS_H
 
+struct sbx_msg_state;
 struct sqlbox_mailbox;
 struct sqlbox_rows;
 
@@ -36,6 +37,32 @@ struct sqlbox_row {
 int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
 		       bool with_parsed, const struct sqlbox_row **row_r,
 		       pool_t *pool_r);
+/* What a sync saw of a message, kept for as long as the mailbox is open:
+   what POP3 reads of every message at login (LIST's size, its order,
+   whether UIDL has a stored value) and IMAP's RFC822.SIZE, answered
+   without a statement. An import fills it for every message and a pull
+   for each row it brings; the messages saved here come with their pull.
+   Like Dovecot's cache, it answers for messages already expunged in SQL
+   until the index drops them. */
+struct sqlbox_row_summary {
+	uint32_t uid;
+	uint32_t pop3_order;
+	uint64_t virtual_size:63;
+	uint64_t has_pop3_uidl:1;
+};
+
+/* Forgets every summary (an import starts again). */
+void sqlbox_rows_summary_clear(struct sqlbox_mailbox *mbox);
+/* Records or replaces the summary of a message row the sync read. */
+void sqlbox_rows_summary_set(struct sqlbox_mailbox *mbox,
+			     const struct sbx_msg_state *msg);
+/* A changed POP3 UIDL (this process stored it). */
+void sqlbox_rows_summary_set_uidl(struct sqlbox_mailbox *mbox, uint32_t uid,
+				  bool has_pop3_uidl);
+/* The summary of message uid, or NULL if no sync recorded one. */
+const struct sqlbox_row_summary *
+sqlbox_rows_summary(struct sqlbox_mailbox *mbox, uint32_t uid);
+
 /* Forgets the rows read (a write by this process that changes one). */
 void sqlbox_rows_forget(struct sqlbox_mailbox *mbox);
 void sqlbox_rows_free(struct sqlbox_rows **rows);

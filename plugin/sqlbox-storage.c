@@ -18,6 +18,7 @@
 #include "index-storage.h"
 #include "sbx-db.h"
 #include "sbx-mailbox.h"
+#include "sbx-msg.h"
 #include "sqlbox-error.h"
 #include "sqlbox-mail.h"
 #include "sqlbox-save.h"
@@ -442,6 +443,30 @@ struct mail_storage sqlbox_storage = {
 	},
 };
 
+/* POP3 asks every search for its messages in POP3 order, which makes
+   index-sort read every message's order before the search returns the
+   first one: a second pass over the mailbox, for LIST and again for
+   UIDL. Messages without an order sort in sequence order, the search's
+   own; so when none has one the sort is left out. When SQL can't say,
+   the sort stays. */
+static struct mail_search_context *
+sqlbox_search_init(struct mailbox_transaction_context *t,
+		   struct mail_search_args *args,
+		   const enum mail_sort_type *sort_program,
+		   enum mail_fetch_field wanted_fields,
+		   struct mailbox_header_lookup_ctx *wanted_headers)
+{
+	struct sqlbox_mailbox *mbox = SQLBOX_MAILBOX(t->box);
+
+	if (sort_program != NULL && sort_program[0] == MAIL_SORT_POP3_ORDER &&
+	    sort_program[1] == MAIL_SORT_END &&
+	    sbx_msg_has_pop3_order(sqlbox_mailbox_get_db(mbox),
+				   mbox->mailbox_id) == 0)
+		sort_program = NULL;
+	return index_storage_search_init(t, args, sort_program, wanted_fields,
+					 wanted_headers);
+}
+
 struct mailbox sqlbox_mailbox = {
 	.v = {
 		.is_readonly = index_storage_is_readonly,
@@ -470,7 +495,7 @@ struct mailbox sqlbox_mailbox = {
 		.transaction_commit = sqlbox_transaction_commit,
 		.transaction_rollback = sqlbox_transaction_rollback,
 		.mail_alloc = sqlbox_mail_alloc,
-		.search_init = index_storage_search_init,
+		.search_init = sqlbox_search_init,
 		.search_deinit = index_storage_search_deinit,
 		.search_next_nonblock = index_storage_search_next_nonblock,
 		.search_next_update_seq = index_storage_search_next_update_seq,

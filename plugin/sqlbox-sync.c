@@ -31,6 +31,7 @@
 #include "sbx-mailbox.h"
 #include "sbx-msg.h"
 #include "sqlbox-error.h"
+#include "sqlbox-rows.h"
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
 
@@ -301,7 +302,7 @@ sqlbox_sync_set_keywords(struct sqlbox_sync_context *ctx, uint32_t seq,
 /* Appends a row's record with its flags and keywords; returns its
    sequence. */
 static uint32_t sqlbox_sync_append_row(struct sqlbox_sync_context *ctx,
-				       const struct sbx_msg *msg)
+				       const struct sbx_msg_state *msg)
 {
 	uint32_t seq;
 
@@ -310,6 +311,7 @@ static uint32_t sqlbox_sync_append_row(struct sqlbox_sync_context *ctx,
 				(enum mail_flags)msg->flags);
 	if (*msg->keywords != '\0')
 		sqlbox_sync_set_keywords(ctx, seq, msg->keywords);
+	sqlbox_rows_summary_set(ctx->mbox, msg);
 	ctx->next_uid = msg->uid + 1;
 	return seq;
 }
@@ -317,7 +319,7 @@ static uint32_t sqlbox_sync_append_row(struct sqlbox_sync_context *ctx,
 /* Appends a new message: the MODSEQ update is logged after the append
    (lib-index's export order) and raises the index's count to SQL's. */
 static void sqlbox_sync_append(struct sqlbox_sync_context *ctx,
-			       const struct sbx_msg *msg)
+			       const struct sbx_msg_state *msg)
 {
 	uint32_t seq = sqlbox_sync_append_row(ctx, msg);
 
@@ -326,11 +328,12 @@ static void sqlbox_sync_append(struct sqlbox_sync_context *ctx,
 
 /* Makes an existing index record's flags and keywords equal to SQL's. */
 static void sqlbox_sync_update(struct sqlbox_sync_context *ctx, uint32_t seq,
-			       const struct sbx_msg *msg)
+			       const struct sbx_msg_state *msg)
 {
 	const struct mail_index_record *rec;
 	enum mail_flags flags;
 
+	sqlbox_rows_summary_set(ctx->mbox, msg);
 	rec = mail_index_lookup(ctx->sync_view, seq);
 	flags = rec->flags & ENUM_NEGATE(MAIL_RECENT);
 	if (flags != (enum mail_flags)msg->flags) {
@@ -349,7 +352,7 @@ static void sqlbox_sync_update(struct sqlbox_sync_context *ctx, uint32_t seq,
 /* Applies one changed row: a new message is appended, a known one
    updated, one this index no longer has (expunged here) skipped. */
 static void sqlbox_sync_pull_row(struct sqlbox_sync_context *ctx,
-				 const struct sbx_msg *msg)
+				 const struct sbx_msg_state *msg)
 {
 	uint32_t seq;
 
@@ -365,7 +368,7 @@ static int sqlbox_sync_pull_delta(struct sqlbox_sync_context *ctx,
 {
 	struct sbx_msg_iter *iter;
 	struct sbx_expunge_iter *eiter;
-	struct sbx_msg msg;
+	struct sbx_msg_state msg;
 	uint64_t modseq;
 	uint32_t uid, seq;
 	int ret;
@@ -414,11 +417,12 @@ static void sqlbox_sync_want_log_rotate(struct mailbox *box)
 static int sqlbox_sync_pull_full(struct sqlbox_sync_context *ctx)
 {
 	struct sbx_msg_iter *iter;
-	struct sbx_msg msg;
+	struct sbx_msg_state msg;
 	uint32_t seq = 1, count, uid = 0;
 	int ret, result = 1;
 
 	count = mail_index_view_get_messages_count(ctx->sync_view);
+	sqlbox_rows_summary_clear(ctx->mbox);
 	if (sbx_msg_iter_init(ctx->db, ctx->mbox->mailbox_id, 0, &iter) < 0)
 		return -1;
 	while (result > 0 && (ret = sbx_msg_iter_next(iter, &msg)) > 0) T_BEGIN {
@@ -462,7 +466,7 @@ static int sqlbox_sync_import_all(struct sqlbox_sync_context *ctx,
 	struct sbx_expunge_iter *eiter;
 	struct sbx_msg_iter *iter;
 	struct sqlbox_import_rec *rec;
-	struct sbx_msg msg;
+	struct sbx_msg_state msg;
 	unsigned int next, count;
 	uint64_t modseq;
 	uint32_t uid;
@@ -474,6 +478,7 @@ static int sqlbox_sync_import_all(struct sqlbox_sync_context *ctx,
 		i_array_init(&ctx->import_recs, 256);
 	ctx->imported_all = TRUE;
 	ctx->import_highest = row->highestmodseq;
+	sqlbox_rows_summary_clear(ctx->mbox);
 	ctx->import_pruned = row->pruned_modseq;
 
 	if (sbx_expunge_iter_init(ctx->db, ctx->mbox->mailbox_id, 0,
@@ -624,8 +629,16 @@ static int sqlbox_sync_import_modseqs(struct sqlbox_sync_context *ctx)
 	    sqlbox_sync_import_step(ctx->mbox, NULL, 0, FALSE,
 				    ctx->import_pruned, TRUE) < 0)
 		return -1;
-	array_sort(&ctx->import_recs, sqlbox_import_rec_cmp);
 	recs = array_get(&ctx->import_recs, &count);
+	/* usually sorted already: MODSEQs grow with UIDs in a folder that
+	   only received mail, and without tombstones */
+	for (i = 1; i < count; i++) {
+		if (sqlbox_import_rec_cmp(&recs[i - 1], &recs[i]) > 0) {
+			array_sort(&ctx->import_recs, sqlbox_import_rec_cmp);
+			recs = array_get(&ctx->import_recs, &count);
+			break;
+		}
+	}
 	t_array_init(&starts, 32);
 	/* chunk starts, newest first: 1, 2, 4, ... distinct MODSEQs */
 	for (start = count, wanted = 1; start > 0; wanted *= 2) {

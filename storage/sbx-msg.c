@@ -272,6 +272,22 @@ int sbx_msg_lookup_message_id(struct sbx_db *db, int64_t mailbox_id,
 	return ret;
 }
 
+int sbx_msg_has_pop3_order(struct sbx_db *db, int64_t mailbox_id)
+{
+	sqlite3_stmt *stmt;
+	int ret;
+
+	if (sbx_stmt_get(db, SBX_STMT_MSG_HAS_POP3_ORDER, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, mailbox_id) < 0)
+		ret = -1;
+	else
+		ret = sbx_stmt_step_row(db, stmt, "look for a POP3 order in "
+					"mailbox %lld", (long long)mailbox_id);
+	sbx_stmt_put(db, stmt);
+	return ret;
+}
+
 int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
 		      uint64_t since_modseq, struct sbx_msg_iter **iter_r)
 {
@@ -299,14 +315,28 @@ out_free:
 	return -1;
 }
 
-int sbx_msg_iter_next(struct sbx_msg_iter *iter, struct sbx_msg *msg_r)
+int sbx_msg_iter_next(struct sbx_msg_iter *iter,
+		      struct sbx_msg_state *state_r)
 {
+	sqlite3_stmt *stmt = iter->it.stmt;
 	int ret;
 
 	ret = sbx_stmt_iter_step(&iter->it, "list messages");
-	if (ret > 0 && sbx_msg_from_row(iter->it.db, iter->it.stmt, msg_r) < 0)
-		ret = sbx_stmt_iter_fail(&iter->it);
-	return ret;
+	if (ret <= 0)
+		return ret;
+	state_r->uid = sbx_column_u32(stmt, 0);
+	state_r->flags = sbx_column_u32(stmt, 1);
+	state_r->keywords = (const char *)sqlite3_column_text(stmt, 2);
+	state_r->modseq = sbx_column_u64(stmt, 3);
+	state_r->pop3_order = sbx_column_u32(stmt, 4);
+	state_r->has_pop3_uidl = sqlite3_column_int(stmt, 5) != 0;
+	state_r->virtual_size = sbx_column_u64(stmt, 6);
+	if (state_r->keywords == NULL) {
+		(void)sbx_error_set(iter->it.db, SBX_ERR_NOMEM,
+				    "list messages: out of memory");
+		return sbx_stmt_iter_fail(&iter->it);
+	}
+	return 1;
 }
 
 int sbx_msg_iter_deinit(struct sbx_msg_iter **_iter)

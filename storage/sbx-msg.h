@@ -65,14 +65,33 @@ int sbx_msg_lookup_message_id(struct sbx_db *db, int64_t mailbox_id,
 			      const char *message_id, int64_t since,
 			      uint32_t *uid_r);
 
-/* Iterates the messages of a mailbox whose modseq > since_modseq
-   (0: all of them) in UID order. The iterator holds a statement: do not
-   return to an event loop before deinit. One message iterator per handle
-   at a time: a nested sbx_msg_iter_init() fails with SBX_ERR_INTERNAL. */
+/* Whether a message of mailbox_id has a POP3 order: 1 yes, 0 no, -1
+   error. */
+int sbx_msg_has_pop3_order(struct sbx_db *db, int64_t mailbox_id);
+
+/* What a sync reads of a message: its state in the folder, and what
+   POP3 asks of every message. keywords is borrowed like sbx_msg's
+   strings. */
+struct sbx_msg_state {
+	uint32_t uid;
+	uint32_t flags;		/* enum sbx_flags */
+	const char *keywords;	/* sorted, space separated, "" if none */
+	uint64_t modseq;
+	uint32_t pop3_order;	/* 0 if none */
+	bool has_pop3_uidl;
+	uint64_t virtual_size;
+};
+
+/* Iterates the state of the messages of a mailbox whose modseq >
+   since_modseq (0: all of them) in UID order. The iterator holds a
+   statement: do not return to an event loop before deinit. One message
+   iterator per handle at a time: a nested sbx_msg_iter_init() fails with
+   SBX_ERR_INTERNAL. */
 struct sbx_msg_iter;
 int sbx_msg_iter_init(struct sbx_db *db, int64_t mailbox_id,
 		      uint64_t since_modseq, struct sbx_msg_iter **iter_r);
-int sbx_msg_iter_next(struct sbx_msg_iter *iter, struct sbx_msg *msg_r);
+int sbx_msg_iter_next(struct sbx_msg_iter *iter,
+		      struct sbx_msg_state *state_r);
 int sbx_msg_iter_deinit(struct sbx_msg_iter **iter);
 
 /* Replaces flags and keywords of one message and sets its modseq. Returns

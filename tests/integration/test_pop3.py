@@ -374,6 +374,30 @@ class TestUidlStability:
         assert [u for u, _ in imap_view(dovecot, user, bodies=False)[1]] \
             == [1, 3, 4]
 
+    def test_order_is_read_from_sql_at_each_login(self, dovecot, user):
+        # A folder without POP3 orders lists in UID order; one order set
+        # by hand (nothing else changed, no MODSEQ) puts its message
+        # first at the next login, and clearing it restores UID order.
+        sqlbox_only(dovecot)
+        append_exact(dovecot, user, [msg(n) for n in range(1, 5)])
+        uidvalidity, _ = imap_view(dovecot, user, bodies=False)
+
+        def listed():
+            p = session(dovecot, user)
+            uidls = p.uidl()
+            p.quit()
+            return [uidls[n] for n in sorted(uidls)]
+
+        def uidls_of(uids):
+            return [uidl_for(uid, uidvalidity) for uid in uids]
+
+        assert listed() == uidls_of([1, 2, 3, 4])
+        sql_write(dovecot, user, "UPDATE messages SET pop3_order = 1"
+                  " WHERE mailbox_id = %s AND uid = 3;" % INBOX_ID)
+        assert listed() == uidls_of([3, 1, 2, 4])
+        sql_write(dovecot, user, "UPDATE messages SET pop3_order = 0;")
+        assert listed() == uidls_of([1, 2, 3, 4])
+
 
 # -- DELE, RSET, QUIT, lost connections ---------------------------------------
 

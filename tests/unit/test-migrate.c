@@ -13,6 +13,7 @@
 
 #include "sbx-private.h"
 #include "sbx-mailbox.h"
+#include "sbx-msg.h"
 #include "fixture.h"
 
 TestSuite(migrate, .init = fixture_db_setup, .fini = fixture_db_teardown);
@@ -29,7 +30,7 @@ static void raw_exec(const char *path, const char *sql)
 
 Test(migrate, code_version_is_the_last_migration)
 {
-	cr_assert_eq(sbx_db_code_schema_version(), 3);
+	cr_assert_eq(sbx_db_code_schema_version(), 4);
 }
 
 /* A version 1 database (made here by undoing version 2) is migrated at
@@ -41,6 +42,7 @@ Test(migrate, a_version_1_database_is_upgraded)
 
 	sbx_db_close(&fixture_db);
 	raw_exec(fixture_path,
+		 "DROP INDEX messages_pop3_order;"
 		 "DROP TRIGGER bodies_after_delete;"
 		 "DROP TABLE body_parsed;"
 		 "DROP TRIGGER expunged_after_delete;"
@@ -48,7 +50,7 @@ Test(migrate, a_version_1_database_is_upgraded)
 		 "PRAGMA user_version = 1;");
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
 		     fixture_error());
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 3);
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM mailboxes"
 				     " WHERE name = 'INBOX'"), 1);
 	raw_exec(fixture_path,
@@ -69,18 +71,43 @@ Test(migrate, a_version_2_database_gains_parsed_fields)
 	(void)fixture_append_text(inbox, "Subject: old\r\n\r\nold\r\n", 0);
 	sbx_db_close(&fixture_db);
 	raw_exec(fixture_path,
+		 "DROP INDEX messages_pop3_order;"
 		 "DROP TRIGGER bodies_after_delete;"
 		 "DROP TABLE body_parsed;"
 		 "PRAGMA user_version = 2;");
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
 		     fixture_error());
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 3);
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_parsed"), 0);
 	raw_exec(fixture_path,
 		 "INSERT INTO body_parsed(body_id, headers)"
 		 " SELECT id, x'' FROM bodies;"
 		 "DELETE FROM messages;");
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_parsed"), 0);
+}
+
+/* A version 3 database gains the index of POP3 orders, holding the
+   messages that already have one. */
+Test(migrate, a_version_3_database_gains_the_pop3_order_index)
+{
+	struct sbx_db_settings set = fixture_settings();
+	int64_t inbox = fixture_mailbox("INBOX");
+
+	(void)fixture_append_text(inbox, "Subject: a\r\n\r\na\r\n", 0);
+	(void)fixture_append_text(inbox, "Subject: b\r\n\r\nb\r\n", 0);
+	sbx_db_close(&fixture_db);
+	raw_exec(fixture_path,
+		 "DROP INDEX messages_pop3_order;"
+		 "UPDATE messages SET pop3_order = 7 WHERE uid = 2;"
+		 "PRAGMA user_version = 3;");
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
+		     fixture_error());
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM messages"
+				     " INDEXED BY messages_pop3_order"
+				     " WHERE mailbox_id = 1 AND pop3_order <> 0"),
+		     1);
+	cr_assert_eq(sbx_msg_has_pop3_order(fixture_db, inbox), 1);
 }
 
 Test(migrate, newer_schema_version_is_refused_as_corrupt)
@@ -94,7 +121,7 @@ Test(migrate, newer_schema_version_is_refused_as_corrupt)
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
 	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_CORRUPT);
 	cr_assert(strstr(msg, "database schema version 99 is newer than "
-			 "this sqlbox supports (3)") != NULL, "%s", msg);
+			 "this sqlbox supports (4)") != NULL, "%s", msg);
 	sbx_db_close(&db);
 	/* A refused handle is not kept: a later open tries again. */
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
@@ -367,6 +394,7 @@ Test(migrate, failed_upgrade_leaves_version_1_intact)
 	fixture_mailbox("Kept");
 	sbx_db_close(&fixture_db);
 	raw_exec(fixture_path,
+		 "DROP INDEX messages_pop3_order;"
 		 "DROP TRIGGER bodies_after_delete;"
 		 "DROP TABLE body_parsed;"
 		 "DROP TRIGGER expunged_after_delete;"

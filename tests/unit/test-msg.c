@@ -215,6 +215,23 @@ Test(msg, lookup_returns_every_field)
 	cr_assert_eq(get_mailbox(id).highestmodseq, 42);
 }
 
+/* Only messages of the mailbox asked about count, and only orders other
+   than 0 (none). */
+Test(msg, has_pop3_order_looks_at_one_mailbox)
+{
+	int64_t inbox = fixture_mailbox("INBOX");
+	int64_t other = fixture_mailbox("Other");
+
+	fixture_append_text(inbox, "a\r\n", 0);
+	fixture_append_text(other, "b\r\n", 0);
+	cr_assert_eq(sbx_msg_has_pop3_order(fixture_db, inbox), 0);
+	cr_assert_eq(sbx_msg_has_pop3_order(fixture_db, other), 0);
+	fixture_sql_exec("UPDATE messages SET pop3_order = 2"
+			 " WHERE mailbox_id = 2");
+	cr_assert_eq(sbx_msg_has_pop3_order(fixture_db, inbox), 0);
+	cr_assert_eq(sbx_msg_has_pop3_order(fixture_db, other), 1);
+}
+
 Test(msg, optional_fields_read_back_as_null)
 {
 	int64_t id = fixture_mailbox("INBOX");
@@ -309,7 +326,7 @@ Test(msg, iteration_since_a_modseq_returns_the_changes_in_uid_order)
 {
 	int64_t id = fixture_mailbox("INBOX");
 	struct sbx_msg_iter *iter;
-	struct sbx_msg msg;
+	struct sbx_msg_state msg;
 	uint64_t cursor;
 	uint32_t n = 0;
 	int ret;
@@ -330,7 +347,11 @@ Test(msg, iteration_since_a_modseq_returns_the_changes_in_uid_order)
 	cr_assert_eq(sbx_msg_iter_next(iter, &msg), 1);
 	cr_assert_eq(msg.uid, 2);
 	cr_assert_str_eq(msg.keywords, "x");
-	cr_assert_eq(msg.physical_size, 3);
+	cr_assert_eq(msg.flags, SBX_FLAG_ANSWERED);
+	cr_assert_eq(msg.modseq, get_mailbox(id).highestmodseq);
+	cr_assert_eq(msg.virtual_size, 3);
+	cr_assert_eq(msg.pop3_order, 0);
+	cr_assert(!msg.has_pop3_uidl);
 	cr_assert_eq(sbx_msg_iter_next(iter, &msg), 0);
 	cr_assert_eq(sbx_msg_iter_deinit(&iter), 0);
 }
