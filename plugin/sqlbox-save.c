@@ -21,6 +21,8 @@
 #include "istream.h"
 #include "istream-crlf.h"
 #include "ostream.h"
+#include "ostream-hash.h"
+#include "hash-method.h"
 #include "iostream-temp.h"
 #include "seq-range-array.h"
 #include "str.h"
@@ -81,10 +83,12 @@ struct sqlbox_save_context {
 	/* saves that found their Message-ID in \Sent already: the UIDs of
 	   the copies kept instead (UIDPLUS reports them) */
 	ARRAY_TYPE(seq_range) dedup_uids;
-	/* the mail being saved, its spooling input and the spool itself
-	   (data.output, unless zlib or mail_crypt wrapped it) */
+	/* the mail being saved, its spooling input, the spool itself and
+	   the stream hashing what goes into it (data.output, unless zlib
+	   or mail_crypt wrapped it) */
 	struct istream *input;
-	struct ostream *spool;
+	struct ostream *spool, *hashing;
+	struct sbx_hash *hash;
 	uint32_t seq;
 	/* the mailbox's pull cursor after commit_pre's pull, and SQL's
 	   highest MODSEQ after its inserts: with nothing pulled in between,
@@ -188,11 +192,28 @@ static void sqlbox_save_set_data(struct sqlbox_save_context *ctx,
 	smail->from_envelope = p_strdup_empty(ctx->pool, mdata->from_envelope);
 }
 
+/* SHA-256 of what is spooled (the stored bytes), for sharing identical
+   bodies: o_stream_create_hash() calls only loop. */
+static void sqlbox_save_hash_loop(void *context, const void *data,
+				  size_t size)
+{
+	struct sqlbox_save_context *ctx = context;
+
+	sbx_hash_update(ctx->hash, data, size);
+}
+
+static const struct hash_method sqlbox_save_hash_method = {
+	.name = "sqlbox-sha256",
+	.digest_size = SBX_SHA256_SIZE,
+	.loop = sqlbox_save_hash_loop,
+};
+
 int sqlbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
 {
 	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
 	struct mail_user *user = _ctx->transaction->box->storage->user;
 	struct istream *crlf_input;
+	struct ostream *spool;
 	string_t *temp_prefix = t_str_new(128);
 
 	ctx->failed = FALSE;
@@ -205,9 +226,19 @@ int sqlbox_save_begin(struct mail_save_context *_ctx, struct istream *input)
 	i_stream_unref(&crlf_input);
 
 	mail_user_set_get_temp_prefix(temp_prefix, user->set);
-	_ctx->data.output = iostream_temp_create_named(str_c(temp_prefix), 0,
-						       "sqlbox save");
-	ctx->spool = _ctx->data.output;
+	spool = iostream_temp_create_named(str_c(temp_prefix), 0,
+					   "sqlbox save");
+	/* hashed on the way in: reading a spool that went to a file again
+	   only to hash it cost a pass over every large message */
+	ctx->hash = sbx_hash_alloc();
+	if (ctx->hash == NULL)
+		i_fatal_status(FATAL_OUTOFMEM, "sqlbox: SHA-256 unavailable");
+	ctx->hashing = o_stream_create_hash(spool, &sqlbox_save_hash_method,
+					    ctx);
+	/* the hashing stream holds the spool; ctx->spool only points at it */
+	ctx->spool = spool;
+	o_stream_unref(&spool);
+	_ctx->data.output = ctx->hashing;
 	if (_ctx->data.received_date == (time_t)-1)
 		_ctx->data.received_date = ioloop_time;
 	return 0;
@@ -236,39 +267,6 @@ int sqlbox_save_continue(struct mail_save_context *_ctx)
 		return -1;
 	}
 	return 0;
-}
-
-/* SHA-256 of a spooled message, for sharing identical bodies. Returns 0,
-   or -1 with the mail's error set. */
-static int sqlbox_save_hash(struct mail *mail, struct istream *spool,
-			    uint8_t digest_r[SBX_SHA256_SIZE])
-{
-	struct sbx_hash *hash;
-	struct istream *input;
-	const unsigned char *data;
-	size_t size;
-	int ret = 0;
-
-	hash = sbx_hash_alloc();
-	if (hash == NULL)
-		i_fatal_status(FATAL_OUTOFMEM, "sqlbox: SHA-256 unavailable");
-	/* a limit stream starts where its parent is: at the start */
-	i_stream_seek(spool, 0);
-	input = i_stream_create_limit(spool, UOFF_T_MAX);
-	while (i_stream_read_more(input, &data, &size) > 0) {
-		sbx_hash_update(hash, data, size);
-		i_stream_skip(input, size);
-	}
-	if (input->stream_errno != 0) {
-		mail_set_critical(mail, "sqlbox: read(%s) failed: %s",
-				  i_stream_get_name(input),
-				  i_stream_get_error(input));
-		ret = -1;
-	}
-	i_stream_unref(&input);
-	sbx_hash_final(hash, digest_r);
-	sbx_hash_free(&hash);
-	return ret;
 }
 
 /* The Message-ID header of a spooled message, for the Sent-copy dedup.
@@ -397,15 +395,16 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 				  o_stream_get_error(_ctx->data.output));
 		ctx->failed = TRUE;
 	}
-	spool_wrapped = _ctx->data.output != ctx->spool;
-	if (spool_wrapped) {
-		/* zlib or mail_crypt wrapped the spool and have written their
-		   trailers: back to the spool */
-		o_stream_ref(ctx->spool);
-		o_stream_destroy(&_ctx->data.output);
-		_ctx->data.output = ctx->spool;
-	}
+	/* zlib or mail_crypt may have wrapped the spool's hashing stream
+	   (and have written their trailers): back to the spool */
+	spool_wrapped = _ctx->data.output != ctx->hashing;
+	o_stream_ref(ctx->spool);
+	o_stream_destroy(&_ctx->data.output);
+	_ctx->data.output = ctx->spool;
 	ctx->spool = NULL;
+	ctx->hashing = NULL;
+	sbx_hash_final(ctx->hash, smail->sha256);
+	sbx_hash_free(&ctx->hash);
 	if (!ctx->failed)
 		input = iostream_temp_finish(&_ctx->data.output, IO_BLOCK_SIZE);
 	else
@@ -424,10 +423,6 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 			ctx->failed = TRUE;
 		}
 	}
-	if (!ctx->failed &&
-	    sqlbox_save_hash(_ctx->dest_mail, smail->input, smail->sha256) < 0)
-		ctx->failed = TRUE;
-
 	if (!ctx->failed && spool_wrapped &&
 	    mail_get_stream(_ctx->dest_mail, NULL, NULL, &plain) < 0)
 		ctx->failed = TRUE;
