@@ -41,9 +41,10 @@ int sqlbox_rows_lookup(struct sqlbox_mailbox *mbox, uint32_t uid,
    what POP3 reads of every message at login (LIST's size, its order,
    whether UIDL has a stored value) and IMAP's RFC822.SIZE, answered
    without a statement. An import fills it for every message and a pull
-   for each row it brings; the messages saved here come with their pull.
-   Like Dovecot's cache, it answers for messages already expunged in SQL
-   until the index drops them. */
+   for each row it brings; a message this process saved has none until a
+   pull brings its row again (lookups then read the row). Like Dovecot's
+   cache, it answers for messages already expunged in SQL until the index
+   drops them. */
 struct sqlbox_row_summary {
 	uint32_t uid;
 	uint32_t pop3_order;
