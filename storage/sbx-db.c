@@ -266,9 +266,12 @@ void sbx_db_unlock(struct sbx_db *db)
    next one to open recovers the WAL and starts counting from zero again,
    so a WAL written by short-lived processes (LMTP deliveries) is never
    restarted and grows without bound. So the hook only counts frames, and
-   the commit that passes SBX_WAL_CHECKPOINT_FRAMES truncates the WAL
-   itself, still under the lock file. */
-#define SBX_WAL_CHECKPOINT_FRAMES 1000
+   the commit that passes SBX_WAL_CHECKPOINT_FRAMES checkpoints and
+   restarts the WAL itself, still under the lock file. Restarted, not
+   truncated: the next commits write over blocks the file has, and their
+   syncs don't also commit a growing file's size (journal_size_limit cuts
+   the file back when a large message grew it). */
+#define SBX_WAL_CHECKPOINT_FRAMES 256
 /* How long that checkpoint waits for readers to leave old snapshots: it
    is skipped (and retried at the next commit) rather than make writers
    wait. */
@@ -293,7 +296,7 @@ static void sbx_db_checkpoint_if_big(struct sbx_db *db)
 		return;
 	(void)sqlite3_busy_timeout(db->sqlite, SBX_WAL_CHECKPOINT_WAIT_MSECS);
 	rc = sqlite3_wal_checkpoint_v2(db->sqlite, "main",
-				       SQLITE_CHECKPOINT_TRUNCATE,
+				       SQLITE_CHECKPOINT_RESTART,
 				       &log_frames, &done_frames);
 	(void)sqlite3_busy_timeout(db->sqlite, (int)db->lock_timeout_msecs);
 	if (rc == SQLITE_OK)
@@ -411,10 +414,10 @@ static int sbx_db_configure(struct sbx_db *db)
 	/* Triggers and views of the file may not call risky functions. */
 	if (sbx_db_exec_pragma(db, "PRAGMA trusted_schema = OFF") < 0)
 		return -1;
-	/* When a checkpoint restarts the WAL without truncating it (another
-	   connection's), the file is cut back to 16 MiB, so one 50 MB message
-	   doesn't leave a 50 MB WAL behind for good. */
-	if (sbx_db_exec_pragma(db, "PRAGMA journal_size_limit = 16777216") < 0)
+	/* When a checkpoint has restarted the WAL, the next commit cuts the
+	   file back to 1 MiB, so one 50 MB message doesn't leave a 50 MB WAL
+	   behind for good. */
+	if (sbx_db_exec_pragma(db, "PRAGMA journal_size_limit = 1048576") < 0)
 		return -1;
 	/* FULL: an accepted mail is on disk (Dovecot's mail_fsync). */
 	if (sbx_db_exec_pragma(db,

@@ -181,7 +181,10 @@ def test_full_disk_refuses_then_recovers(dovecot):
     assert len(db_state(dovecot, user).folder("Spare")) == spare - 1
     ok(raw, b"SELECT INBOX")
     _, lines = ok(raw, b"STORE 1:2 +FLAGS ($Work \\Flagged)")
-    assert [x for x in lines if b" FETCH " in x] == [
+    # (\Recent, if the SELECT on the full disk could not claim the
+    # messages and this one did, is the session's own)
+    assert [x.replace(b"\\Recent ", b"") for x in lines
+            if b" FETCH " in x] == [
         b"* %d FETCH (FLAGS (\\Flagged $Work))\r\n" % n for n in (1, 2)], lines
     ok(raw, b"STORE 1:%d +FLAGS.SILENT (\\Deleted)" % (stored // 2))
     assert compare_view(imap_view(raw), db_state(dovecot, user),
