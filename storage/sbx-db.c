@@ -269,9 +269,13 @@ void sbx_db_unlock(struct sbx_db *db)
    the commit that passes SBX_WAL_CHECKPOINT_FRAMES checkpoints and
    restarts the WAL itself, still under the lock file. Restarted, not
    truncated: the next commits write over blocks the file has, and their
-   syncs don't also commit a growing file's size (journal_size_limit cuts
-   the file back when a large message grew it). */
+   syncs don't also commit a growing file's size. But a restarted WAL
+   keeps its frames until the next commit writes over them, and every
+   process that opens the database meanwhile reads them all again (its
+   recovery): a WAL a large transaction (an import, a large message)
+   grew past SBX_WAL_TRUNCATE_FRAMES is truncated instead. */
 #define SBX_WAL_CHECKPOINT_FRAMES 256
+#define SBX_WAL_TRUNCATE_FRAMES 1024
 /* How long that checkpoint waits for readers to leave old snapshots: it
    is skipped (and retried at the next commit) rather than make writers
    wait. */
@@ -296,6 +300,8 @@ static void sbx_db_checkpoint_if_big(struct sbx_db *db)
 		return;
 	(void)sqlite3_busy_timeout(db->sqlite, SBX_WAL_CHECKPOINT_WAIT_MSECS);
 	rc = sqlite3_wal_checkpoint_v2(db->sqlite, "main",
+				       db->wal_frames > SBX_WAL_TRUNCATE_FRAMES ?
+				       SQLITE_CHECKPOINT_TRUNCATE :
 				       SQLITE_CHECKPOINT_RESTART,
 				       &log_frames, &done_frames);
 	(void)sqlite3_busy_timeout(db->sqlite, (int)db->lock_timeout_msecs);

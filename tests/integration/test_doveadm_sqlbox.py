@@ -184,3 +184,17 @@ def test_wal_stays_bounded_under_delivery(dovecot, user):
     # 256 pages of 4 KiB between checkpoints, plus the last transaction;
     # a larger file is cut back to 1 MiB when the WAL restarts
     assert largest < 3 * 1024 * 1024, largest
+
+
+def test_large_transaction_leaves_no_large_wal(dovecot, user):
+    """A restarted WAL keeps its frames until the next commit writes over
+    them, and every process that opens the database meanwhile reads them
+    all (recovery). So the checkpoint after a transaction larger than
+    4 MiB truncates the WAL: one 6 MB delivery leaves none behind."""
+    body = b"x" * 76 + b"\r\n"
+    msg = (b"From: a@example.org\r\nSubject: large\r\n\r\n" +
+           body * (6 * 1024 * 1024 // len(body)))
+    res = dovecot.lmtp_deliver(user, msg)
+    assert res[user][0] == 250, res
+    wal = str(dovecot.db_path(user)) + "-wal"
+    assert os.path.getsize(wal) < 1024 * 1024, os.path.getsize(wal)
