@@ -28,6 +28,20 @@ static void raw_exec(const char *path, const char *sql)
 	sqlite3_close(conn);
 }
 
+/* Closes the fixture database, undoes later versions with sql (which
+   sets user_version), and opens it again: the open migrates it to the
+   current version. */
+static void reopen_downgraded(const char *sql)
+{
+	struct sbx_db_settings set = fixture_settings();
+
+	sbx_db_close(&fixture_db);
+	raw_exec(fixture_path, sql);
+	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
+		     fixture_error());
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
+}
+
 Test(migrate, code_version_is_the_last_migration)
 {
 	cr_assert_eq(sbx_db_code_schema_version(), 4);
@@ -37,20 +51,14 @@ Test(migrate, code_version_is_the_last_migration)
    open, keeping its data; the new trigger then keeps pruned_modseq. */
 Test(migrate, a_version_1_database_is_upgraded)
 {
-	struct sbx_db_settings set = fixture_settings();
 	int64_t id = fixture_mailbox("INBOX");
 
-	sbx_db_close(&fixture_db);
-	raw_exec(fixture_path,
-		 "DROP INDEX messages_pop3_order;"
-		 "DROP TRIGGER bodies_after_delete;"
-		 "DROP TABLE body_parsed;"
-		 "DROP TRIGGER expunged_after_delete;"
-		 "ALTER TABLE mailboxes DROP COLUMN pruned_modseq;"
-		 "PRAGMA user_version = 1;");
-	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
-		     fixture_error());
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
+	reopen_downgraded("DROP INDEX messages_pop3_order;"
+			  "DROP TRIGGER bodies_after_delete;"
+			  "DROP TABLE body_parsed;"
+			  "DROP TRIGGER expunged_after_delete;"
+			  "ALTER TABLE mailboxes DROP COLUMN pruned_modseq;"
+			  "PRAGMA user_version = 1;");
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM mailboxes"
 				     " WHERE name = 'INBOX'"), 1);
 	raw_exec(fixture_path,
@@ -65,19 +73,13 @@ Test(migrate, a_version_1_database_is_upgraded)
    (readers parse them), and the trigger frees a row with its body. */
 Test(migrate, a_version_2_database_gains_parsed_fields)
 {
-	struct sbx_db_settings set = fixture_settings();
 	int64_t inbox = fixture_mailbox("INBOX");
 
 	(void)fixture_append_text(inbox, "Subject: old\r\n\r\nold\r\n", 0);
-	sbx_db_close(&fixture_db);
-	raw_exec(fixture_path,
-		 "DROP INDEX messages_pop3_order;"
-		 "DROP TRIGGER bodies_after_delete;"
-		 "DROP TABLE body_parsed;"
-		 "PRAGMA user_version = 2;");
-	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
-		     fixture_error());
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
+	reopen_downgraded("DROP INDEX messages_pop3_order;"
+			  "DROP TRIGGER bodies_after_delete;"
+			  "DROP TABLE body_parsed;"
+			  "PRAGMA user_version = 2;");
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_parsed"), 0);
 	raw_exec(fixture_path,
 		 "INSERT INTO body_parsed(body_id, headers)"
@@ -90,19 +92,13 @@ Test(migrate, a_version_2_database_gains_parsed_fields)
    messages that already have one. */
 Test(migrate, a_version_3_database_gains_the_pop3_order_index)
 {
-	struct sbx_db_settings set = fixture_settings();
 	int64_t inbox = fixture_mailbox("INBOX");
 
 	(void)fixture_append_text(inbox, "Subject: a\r\n\r\na\r\n", 0);
 	(void)fixture_append_text(inbox, "Subject: b\r\n\r\nb\r\n", 0);
-	sbx_db_close(&fixture_db);
-	raw_exec(fixture_path,
-		 "DROP INDEX messages_pop3_order;"
-		 "UPDATE messages SET pop3_order = 7 WHERE uid = 2;"
-		 "PRAGMA user_version = 3;");
-	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
-		     fixture_error());
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
+	reopen_downgraded("DROP INDEX messages_pop3_order;"
+			  "UPDATE messages SET pop3_order = 7 WHERE uid = 2;"
+			  "PRAGMA user_version = 3;");
 	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM messages"
 				     " INDEXED BY messages_pop3_order"
 				     " WHERE mailbox_id = 1 AND pop3_order <> 0"),
