@@ -16,6 +16,7 @@
 #include "doveadm-mail.h"
 #include "doveadm-print.h"
 #include "sbx-admin.h"
+#include "sbx-body.h"
 #include "sbx-db.h"
 #include "sbx-mailbox.h"
 #include "sqlbox-events.h"
@@ -161,7 +162,9 @@ static int cmd_sqlbox_purge_run(struct doveadm_mail_cmd_context *_ctx,
 	   (the storage module's observer, when it shares the handle) */
 	sqlbox_events_attach(db, user->event);
 	ret = sbx_admin_purge(db, (int64_t)(time(NULL) -
-					    set.tombstone_keep_secs), &res);
+					    set.tombstone_keep_secs),
+			      (int64_t)time(NULL) -
+			      SBX_BODY_UNREFERENCED_GRACE_SECS, &res);
 	sqlbox_events_detach(db);
 	if (ret < 0)
 		return sqlbox_cmd_failed(_ctx, user, &db, "purge");

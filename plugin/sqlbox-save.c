@@ -5,14 +5,25 @@
    normalisation (the one place it happens) into a temporary stream, which
    save_finish hashes with SHA-256 and parses for the fields kept with the
    body (sqlbox-parsed.c); its index record is appended with UID 0.
-   Nothing touches SQL until the transaction commits, so no lock is ever
-   held while a client sends a literal. In commit_pre, under the write
-   lock: the mailbox is pulled (the index must know every UID already
-   given out; a mailbox opened only to save learns just UIDNEXT), the new
-   UIDs are the next ones after SQL's uidnext, bodies are stored (or found
-   by hash and shared) and rows inserted; SQL commits before the index
-   does. A COPY or MOVE within the user's database stores no body:
-   sqlbox-copy.c inserts rows pointing at the sources' bodies, in the same
+   Nothing touches SQL while a mail is spooled, so no lock is ever held
+   while a client sends a literal. In commit_pre, under the write lock:
+   the mailbox is pulled (the index must know every UID already given
+   out; a mailbox opened only to save learns just UIDNEXT), the new UIDs
+   are the next ones after SQL's uidnext, bodies are stored (or found by
+   hash and shared) and rows inserted; SQL commits before the index does.
+
+   A transaction that saves many mails (doveadm import, dsync, a large
+   MULTIAPPEND) doesn't hold them all until its commit: once its spooled
+   mails pass SQLBOX_SAVE_BATCH_BYTES, save_finish writes their bodies in
+   a short transaction of their own and drops the spools, so memory and
+   open spool files stay bounded however large the transaction. Such a
+   body has no reference until the commit inserts its message: other
+   writers don't share it (sbx_body_lookup_hash()), purge and check leave
+   it alone for a day, and a rollback deletes it. The commit shares an
+   identical body stored before instead, deleting its own.
+
+   A COPY or MOVE within the user's database stores no body: sqlbox-copy.c
+   inserts rows pointing at the sources' bodies, in the same
    transaction. */
 
 #include "lib.h"
@@ -42,6 +53,7 @@
 #include "sqlbox-storage.h"
 #include "sqlbox-sync.h"
 #include "sqlbox-copy.h"
+#include "sqlbox-istream.h"
 #include "sqlbox-save.h"
 
 struct sqlbox_save_mail {
@@ -69,6 +81,11 @@ struct sqlbox_save_mail {
 	/* a save's parsed fields, kept with its body */
 	struct sqlbox_parsed parsed;
 	bool have_parsed;
+	/* spooled whole: save_finish succeeded */
+	bool finished;
+	/* the body, once written ahead of the commit (input is then NULL);
+	   0 until then */
+	int64_t body_id;
 };
 
 struct sqlbox_save_context {
@@ -94,9 +111,19 @@ struct sqlbox_save_context {
 	   highest MODSEQ after its inserts: with nothing pulled in between,
 	   commit_post moves the cursor past the rows the index now has */
 	uint64_t cursor_before, highest_after;
+	/* the parsed fields of mails whose body isn't written yet, freed
+	   with each batch; and the bytes of those mails' spools */
+	pool_t parsed_pool;
+	uoff_t unwritten_bytes;
 
 	bool failed:1;
+	/* a batch failed to write: the rest waits for the commit */
+	bool batch_failed:1;
 };
+
+/* Spooled bytes of a transaction's mails past which save_finish writes
+   their bodies ahead of the commit. */
+#define SQLBOX_SAVE_BATCH_BYTES (4 * 1024 * 1024)
 
 #define SQLBOX_SAVECTX(s) (container_of(s, struct sqlbox_save_context, ctx))
 
@@ -117,6 +144,7 @@ sqlbox_save_alloc(struct mailbox_transaction_context *t)
 	ctx->mbox = SQLBOX_MAILBOX(t->box);
 	ctx->trans = t->itrans;
 	ctx->pool = pool_alloconly_create("sqlbox save", 4096);
+	ctx->parsed_pool = pool_alloconly_create("sqlbox save parsed", 4096);
 	p_array_init(&ctx->mails, ctx->pool, 32);
 	t->save_ctx = &ctx->ctx;
 	return t->save_ctx;
@@ -319,7 +347,8 @@ static int sqlbox_save_parse(struct sqlbox_save_context *ctx,
 	/* a limit stream starts where its parent is: at the start */
 	i_stream_seek(plain, 0);
 	input = i_stream_create_limit(plain, UOFF_T_MAX);
-	ret = sqlbox_parsed_parse(input, ctx->pool, &smail->parsed, &error);
+	ret = sqlbox_parsed_parse(input, ctx->parsed_pool, &smail->parsed,
+				  &error);
 	i_stream_unref(&input);
 	if (ret < 0) {
 		mail_set_critical(mail, "sqlbox: %s", error);
@@ -369,6 +398,144 @@ static bool sqlbox_save_is_sent_duplicate(struct sqlbox_save_context *ctx,
 		return FALSE;
 	}
 	return ret > 0;
+}
+
+/* Writes a spooled mail's body, and its parsed fields, as a body no
+   message uses yet. The caller holds an SBX_TX_WRITE transaction.
+   Returns 0, -1 with the error in the database handle, or -2 with the
+   error set on the mailbox. */
+static int sqlbox_save_write_body(struct sqlbox_save_context *ctx,
+				  struct sqlbox_save_mail *smail,
+				  int64_t *body_id_r)
+{
+	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
+	struct sbx_body_writer *writer;
+	const unsigned char *data;
+	size_t size;
+	ssize_t ret;
+
+	if (sbx_body_writer_open(db, smail->sha256, smail->size,
+				 smail->virtual_size, &writer) < 0)
+		return -1;
+	i_stream_seek(smail->input, 0);
+	while ((ret = i_stream_read_more(smail->input, &data, &size)) > 0) {
+		if (sbx_body_writer_write(writer, data, size) < 0) {
+			sbx_body_writer_abort(&writer);
+			return -1;
+		}
+		i_stream_skip(smail->input, size);
+	}
+	if (smail->input->stream_errno != 0) {
+		sbx_body_writer_abort(&writer);
+		mailbox_set_critical(&ctx->mbox->box,
+			"sqlbox: read(%s) failed: %s",
+			i_stream_get_name(smail->input),
+			i_stream_get_error(smail->input));
+		return -2;
+	}
+	if (sbx_body_writer_close(&writer, body_id_r) < 0)
+		return -1;
+	if (smail->have_parsed &&
+	    sbx_body_set_parsed(db, *body_id_r, smail->parsed.headers,
+				smail->parsed.headers_size,
+				smail->parsed.bodystructure,
+				smail->parsed.envelope) < 0)
+		return -1;
+	return 0;
+}
+
+/* Writes the bodies of the mails spooled so far in a transaction of their
+   own, which commits without a sync: the commit that references them
+   syncs them too. Their spools and parsed fields are then dropped. A
+   failure only keeps them for the commit (which will likely fail the
+   same way and say why); it is logged once, and no batch is tried again
+   in this transaction. */
+static void sqlbox_save_write_batch(struct sqlbox_save_context *ctx)
+{
+	struct mailbox *box = &ctx->mbox->box;
+	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
+	struct sqlbox_save_mail *smail;
+	const char *msg;
+	int ret = 0;
+
+	/* a transaction of our own can't begin inside another */
+	if (sbx_tx_is_active(db))
+		return;
+	if (sbx_tx_begin(db, SBX_TX_WRITE_LAZY) < 0)
+		ret = -1;
+	array_foreach_modifiable(&ctx->mails, smail) {
+		if (ret < 0)
+			break;
+		if (smail->input != NULL && smail->body_id == 0)
+			ret = sqlbox_save_write_body(ctx, smail,
+						     &smail->body_id);
+	}
+	if (ret == 0 && sbx_tx_commit(db) < 0)
+		ret = -1;
+	if (ret < 0) {
+		if (ret == -1) {
+			(void)sbx_db_last_error(db, &msg);
+		} else {
+			msg = mailbox_get_last_internal_error(box, NULL);
+		}
+		sbx_tx_rollback(db);
+		e_warning(box->event, "sqlbox: writing saved mails' bodies "
+			  "ahead of the commit failed, keeping them until "
+			  "it: %s", msg);
+		array_foreach_modifiable(&ctx->mails, smail) {
+			if (smail->input != NULL)
+				smail->body_id = 0;
+		}
+		ctx->batch_failed = TRUE;
+		return;
+	}
+	array_foreach_modifiable(&ctx->mails, smail) {
+		if (smail->input != NULL && smail->body_id != 0) {
+			i_stream_unref(&smail->input);
+			smail->have_parsed = FALSE;
+		}
+	}
+	p_clear(ctx->parsed_pool);
+	ctx->unwritten_bytes = 0;
+}
+
+/* Deletes the bodies written ahead of a commit that won't come. One that
+   can't be deleted now stays until a purge, a day later. */
+static void sqlbox_save_delete_written(struct sqlbox_save_context *ctx)
+{
+	struct mailbox *box = &ctx->mbox->box;
+	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
+	const struct sqlbox_save_mail *smail;
+	unsigned int count = 0;
+	const char *msg;
+
+	array_foreach(&ctx->mails, smail) {
+		if (smail->body_id != 0)
+			count++;
+	}
+	if (count == 0)
+		return;
+	if (sbx_tx_is_active(db)) {
+		e_warning(box->event, "sqlbox: %u bodies written for a "
+			  "transaction rolled back stay until a purge", count);
+		return;
+	}
+	if (sbx_tx_begin(db, SBX_TX_WRITE_LAZY) == 0) {
+		int ret = 0;
+
+		array_foreach(&ctx->mails, smail) {
+			if (smail->body_id != 0 && ret >= 0) {
+				ret = sbx_body_delete_unused(db,
+							     smail->body_id);
+			}
+		}
+		if (ret >= 0 && sbx_tx_commit(db) == 0)
+			return;
+		sbx_tx_rollback(db);
+	}
+	(void)sbx_db_last_error(db, &msg);
+	e_error(box->event, "sqlbox: %u bodies written for a transaction "
+		"rolled back stay until a purge: %s", count, msg);
 }
 
 int sqlbox_save_finish(struct mail_save_context *_ctx)
@@ -442,6 +609,9 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 			if (!array_is_created(&ctx->dedup_uids))
 				p_array_init(&ctx->dedup_uids, ctx->pool, 4);
 			seq_range_array_add(&ctx->dedup_uids, dup_uid);
+		} else {
+			smail->finished = TRUE;
+			ctx->unwritten_bytes += smail->size;
 		}
 	} else {
 		i_stream_unref(&smail->input);
@@ -449,7 +619,14 @@ int sqlbox_save_finish(struct mail_save_context *_ctx)
 		array_pop_back(&ctx->mails);
 	}
 	index_save_context_free(_ctx);
-	return ctx->failed ? -1 : 0;
+	if (ctx->failed)
+		return -1;
+	/* a lone mail, however large, waits for its commit: one
+	   transaction, and nothing written that isn't referenced */
+	if (ctx->unwritten_bytes >= SQLBOX_SAVE_BATCH_BYTES &&
+	    array_count(&ctx->mails) > 1 && !ctx->batch_failed)
+		sqlbox_save_write_batch(ctx);
+	return 0;
 }
 
 void sqlbox_save_cancel(struct mail_save_context *_ctx)
@@ -482,6 +659,12 @@ sqlbox_save_get_stream(struct mailbox_transaction_context *t, uint32_t seq)
 	array_foreach(&ctx->mails, smail) {
 		if (smail->seq != seq)
 			continue;
+		if (smail->body_id != 0 && smail->input == NULL) {
+			/* written ahead of the commit */
+			return i_stream_create_sqlbox_body(
+				sqlbox_mailbox_get_db(ctx->mbox),
+				smail->body_id, smail->size);
+		}
 		if (smail->input == NULL)
 			return NULL;	/* still being spooled */
 		/* a limit stream starts where its parent is: at the start */
@@ -503,7 +686,7 @@ bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 	if (sqlbox_copy_get_size(ctx->copies, ctx->mbox, seq, size_r))
 		return TRUE;
 	array_foreach(&ctx->mails, smail) {
-		if (smail->seq == seq && smail->input != NULL) {
+		if (smail->seq == seq && smail->finished) {
 			*size_r = smail->virtual_size;
 			return TRUE;
 		}
@@ -511,41 +694,39 @@ bool sqlbox_save_get_size(struct mailbox_transaction_context *t,
 	return FALSE;
 }
 
-/* Stores a spooled body, or finds an identical one already stored. */
+/* Stores a mail's body: shares an identical one that a message uses
+   (deleting the mail's own if it was written ahead), or keeps the one
+   written ahead, or writes it now. Returns 0, -1 with the error in the
+   database handle, or -2 with the error set on the mailbox. */
 static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
 				  struct sqlbox_save_mail *smail,
 				  int64_t *body_id_r)
 {
 	struct sbx_db *db = sqlbox_mailbox_get_db(ctx->mbox);
-	struct sbx_body_writer *writer;
-	const unsigned char *data;
-	size_t size;
-	ssize_t ret;
+	int ret;
 
 	ret = sbx_body_lookup_hash(db, smail->sha256, smail->size, body_id_r);
-	if (ret != 0)
-		return ret < 0 ? -1 : 0;
-
-	if (sbx_body_writer_open(db, smail->sha256, smail->size,
-				 smail->virtual_size, &writer) < 0)
+	if (ret < 0)
 		return -1;
-	i_stream_seek(smail->input, 0);
-	while ((ret = i_stream_read_more(smail->input, &data, &size)) > 0) {
-		if (sbx_body_writer_write(writer, data, size) < 0) {
-			sbx_body_writer_abort(&writer);
-			return -1;
-		}
-		i_stream_skip(smail->input, size);
+	if (ret == 0) {
+		if (smail->body_id == 0)
+			return sqlbox_save_write_body(ctx, smail, body_id_r);
+		*body_id_r = smail->body_id;
+		return 0;
 	}
-	if (smail->input->stream_errno != 0) {
-		sbx_body_writer_abort(&writer);
-		mailbox_set_critical(&ctx->mbox->box,
-			"sqlbox: read(%s) failed: %s",
-			i_stream_get_name(smail->input),
-			i_stream_get_error(smail->input));
-		return -2;
-	}
-	return sbx_body_writer_close(&writer, body_id_r);
+	/* smail->body_id stays: a rollback of this transaction brings the
+	   body back, and sqlbox_save_delete_written() must find it */
+	if (smail->body_id != 0 && smail->body_id != *body_id_r &&
+	    sbx_body_delete_unused(db, smail->body_id) < 0)
+		return -1;
+	/* the body keeps its own parsed fields, or gets these */
+	if (smail->have_parsed &&
+	    sbx_body_set_parsed(db, *body_id_r, smail->parsed.headers,
+				smail->parsed.headers_size,
+				smail->parsed.bodystructure,
+				smail->parsed.envelope) < 0)
+		return -1;
+	return 0;
 }
 
 /* Inserts one saved message, after the copies below its UID (uid
@@ -572,12 +753,6 @@ static int sqlbox_save_insert(struct sqlbox_save_context *ctx,
 	ret = sqlbox_save_store_body(ctx, smail, &msg.body_id);
 	if (ret < 0)
 		return ret;
-	if (smail->have_parsed &&
-	    sbx_body_set_parsed(db, msg.body_id, smail->parsed.headers,
-				smail->parsed.headers_size,
-				smail->parsed.bodystructure,
-				smail->parsed.envelope) < 0)
-		return -1;
 	msg.uid = uid;
 	msg.guid = smail->guid;
 	msg.flags = smail->flags;
@@ -731,6 +906,7 @@ static void sqlbox_save_free(struct sqlbox_save_context *ctx)
 		i_stream_unref(&smail->input);
 	i_stream_unref(&ctx->input);
 	sqlbox_copy_context_free(&ctx->copies);
+	pool_unref(&ctx->parsed_pool);
 	pool_unref(&ctx->pool);
 	i_free(ctx);
 }
@@ -750,5 +926,8 @@ void sqlbox_transaction_save_commit_post(struct mail_save_context *_ctx,
 
 void sqlbox_transaction_save_rollback(struct mail_save_context *_ctx)
 {
-	sqlbox_save_free(SQLBOX_SAVECTX(_ctx));
+	struct sqlbox_save_context *ctx = SQLBOX_SAVECTX(_ctx);
+
+	sqlbox_save_delete_written(ctx);
+	sqlbox_save_free(ctx);
 }

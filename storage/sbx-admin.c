@@ -21,6 +21,7 @@
 #include "sbx-error.h"
 #include "sbx-stmt.h"
 #include "sbx-mailbox.h"
+#include "sbx-body.h"
 #include "sbx-admin.h"
 
 /* Ids found by a check query, fixed after the query is done. */
@@ -36,6 +37,8 @@ struct sbx_check_ctx {
 	sbx_admin_report_func *report;
 	void *context;
 	unsigned int problems;
+	/* bodies no message uses are orphans when written before this */
+	int64_t orphan_cutoff;
 };
 
 static int sbx_id_list_add(struct sbx_db *db, struct sbx_id_list *list,
@@ -136,6 +139,12 @@ sbx_admin_check_query(struct sbx_check_ctx *ctx, enum sbx_stmt_id query,
 	memset(&list, 0, sizeof(list));
 	if (sbx_stmt_get(ctx->db, query, &stmt) < 0)
 		return -1;
+	/* a query with a parameter takes the orphan cutoff */
+	if (sbx_stmt_param_count(query) > 0 &&
+	    sbx_bind_int64(ctx->db, stmt, 1, ctx->orphan_cutoff) < 0) {
+		sbx_stmt_put(ctx->db, stmt);
+		return -1;
+	}
 	while ((ret = sbx_stmt_step_row(ctx->db, stmt, "check (%s)",
 					sbx_stmt_name(query))) > 0) {
 		describe(ctx, stmt);
@@ -273,6 +282,8 @@ int sbx_admin_check(struct sbx_db *db, enum sbx_check_flags flags,
 
 	memset(&ctx, 0, sizeof(ctx));
 	ctx.db = db;
+	ctx.orphan_cutoff = (int64_t)time(NULL) -
+		SBX_BODY_UNREFERENCED_GRACE_SECS;
 	ctx.repair = (flags & SBX_CHECK_REPAIR) != 0;
 	ctx.report = report;
 	ctx.context = context;
@@ -364,6 +375,7 @@ static int sbx_admin_set_meta_int(struct sbx_db *db, const char *key,
 }
 
 static int sbx_admin_purge_rows(struct sbx_db *db, int64_t cutoff,
+				int64_t body_cutoff,
 				struct sbx_purge_result *result)
 {
 	struct sbx_id_list list;
@@ -374,6 +386,10 @@ static int sbx_admin_purge_rows(struct sbx_db *db, int64_t cutoff,
 	memset(&list, 0, sizeof(list));
 	if (sbx_stmt_get(db, SBX_STMT_ADMIN_ORPHAN_BODIES, &stmt) < 0)
 		return -1;
+	if (sbx_bind_int64(db, stmt, 1, body_cutoff) < 0) {
+		sbx_stmt_put(db, stmt);
+		return -1;
+	}
 	while ((ret = sbx_stmt_step_row(db, stmt, "find orphan bodies")) > 0) {
 		if (sbx_id_list_add(db, &list, sqlite3_column_int64(stmt, 0),
 				    0) < 0) {
@@ -402,7 +418,7 @@ static int sbx_admin_purge_rows(struct sbx_db *db, int64_t cutoff,
 }
 
 int sbx_admin_purge(struct sbx_db *db, int64_t tombstone_cutoff,
-		    struct sbx_purge_result *result_r)
+		    int64_t body_cutoff, struct sbx_purge_result *result_r)
 {
 	struct sbx_db_event event;
 
@@ -411,7 +427,8 @@ int sbx_admin_purge(struct sbx_db *db, int64_t tombstone_cutoff,
 		return -1;
 	if (sbx_tx_begin(db, SBX_TX_WRITE) < 0)
 		return -1;
-	if (sbx_admin_purge_rows(db, tombstone_cutoff, result_r) < 0 ||
+	if (sbx_admin_purge_rows(db, tombstone_cutoff, body_cutoff,
+				 result_r) < 0 ||
 	    sbx_admin_run(db, SBX_STMT_ADMIN_INCREMENTAL_VACUUM) < 0) {
 		sbx_tx_rollback(db);
 		return -1;

@@ -21,9 +21,11 @@ enum sbx_check_flags {
 };
 
 /* Checks the file (quick_check or integrity_check) and the invariants:
-   counters equal rows, refcounts equal references, no orphan bodies or
-   chunks, bodies as long as their chunks, messages with their body, UIDs
-   and tombstones below uidnext, no UID both a message and a tombstone.
+   counters equal rows, refcounts equal references, no orphan bodies
+   (those younger than SBX_BODY_UNREFERENCED_GRACE_SECS may be a save's
+   in progress: not reported) or chunks, bodies as long as their chunks,
+   messages with their body, UIDs and tombstones below uidnext, no UID
+   both a message and a tombstone.
    With SBX_CHECK_REPAIR the repairable ones are fixed in one write
    transaction. Sets *problems_r to the number found; returns 0, or -1 if
    the check itself failed. */
@@ -38,12 +40,14 @@ struct sbx_purge_result {
 	uint64_t bytes_after;
 };
 
-/* Frees unreferenced bodies, prunes tombstones expunged before
-   tombstone_cutoff (unix time), returns free pages to the filesystem
-   (incremental vacuum) and checkpoints the WAL back to zero, all under
-   the write lock. Records the time in meta 'last_purge'. */
+/* Frees the bodies no message uses that were written before body_cutoff
+   (unix time; SBX_BODY_UNREFERENCED_GRACE_SECS ago spares those of saves
+   still in progress), prunes tombstones expunged before tombstone_cutoff,
+   returns free pages to the filesystem (incremental vacuum) and
+   checkpoints the WAL back to zero, all under the write lock. Records the
+   time in meta 'last_purge'. */
 int sbx_admin_purge(struct sbx_db *db, int64_t tombstone_cutoff,
-		    struct sbx_purge_result *result_r);
+		    int64_t body_cutoff, struct sbx_purge_result *result_r);
 
 /* Writes a consistent copy of the database to dest_path, which must not
    exist, while others keep reading and writing (VACUUM INTO). */

@@ -270,6 +270,37 @@ void sbx_body_writer_abort(struct sbx_body_writer **_writer)
 	sbx_body_writer_free(writer);
 }
 
+/* Runs statement sid with ?1 = body_id; returns the rows it changed, or
+   -1. */
+static int sbx_body_exec_id(struct sbx_db *db, enum sbx_stmt_id sid,
+			    int64_t body_id)
+{
+	sqlite3_stmt *stmt;
+	int ret = -1;
+
+	if (sbx_stmt_get(db, sid, &stmt) < 0)
+		return -1;
+	if (sbx_bind_int64(db, stmt, 1, body_id) == 0)
+		ret = sbx_stmt_exec(db, stmt, "delete unused body %lld",
+				    (long long)body_id);
+	sbx_stmt_put(db, stmt);
+	return ret < 0 ? -1 : sqlite3_changes(db->sqlite);
+}
+
+int sbx_body_delete_unused(struct sbx_db *db, int64_t body_id)
+{
+	int ret;
+
+	if (sbx_db_require_write(db, "delete unused body") < 0)
+		return -1;
+	/* the chunks first: the row says whether the body is in use */
+	if (sbx_body_exec_id(db, SBX_STMT_BODY_DELETE_UNUSED_CHUNKS,
+			     body_id) < 0)
+		return -1;
+	ret = sbx_body_exec_id(db, SBX_STMT_BODY_DELETE_UNUSED, body_id);
+	return ret < 0 ? -1 : (ret > 0 ? 1 : 0);
+}
+
 /* Copies the part of one chunk (a row of BODY_READ) that continues the
    read at offset + *copied: from the row when its content came with it
    (a chunk wanted whole), else with incremental blob I/O, which reads

@@ -23,8 +23,15 @@ struct sbx_body {
 	uint8_t sha256[SBX_SHA256_SIZE];
 };
 
-/* Looks for a stored body with this hash and physical size: 1 found (and
-   *body_id_r set), 0 not, -1 error. */
+/* A body no message uses yet: one a save wrote ahead of its commit (a
+   large transaction's bodies are written in batches as they come, so
+   that its memory stays bounded) or one left by a process that died
+   before committing. Purge and check leave those younger than this
+   alone; other writers never share them. */
+#define SBX_BODY_UNREFERENCED_GRACE_SECS (24 * 60 * 60)
+
+/* Looks for a stored body with this hash and physical size that a message
+   uses: 1 found (and *body_id_r set), 0 not, -1 error. */
 int sbx_body_lookup_hash(struct sbx_db *db,
 			 const uint8_t sha256[SBX_SHA256_SIZE],
 			 uint64_t physical_size, int64_t *body_id_r);
@@ -47,6 +54,12 @@ int sbx_body_writer_close(struct sbx_body_writer **writer,
 			  int64_t *body_id_r);
 /* Frees a writer without finishing; the caller rolls the transaction back. */
 void sbx_body_writer_abort(struct sbx_body_writer **writer);
+
+/* Deletes body_id with its chunks and parsed fields if no message uses it
+   (a save's body written ahead of a commit that won't come). The caller
+   holds an SBX_TX_WRITE transaction. Returns 1 deleted, 0 not (in use, or
+   gone), -1 error. */
+int sbx_body_delete_unused(struct sbx_db *db, int64_t body_id);
 
 /* Reads up to size bytes at offset into buf; *read_r is 0 at the end of
    the body. Returns 1, or 0 if the body does not exist (it was freed), or

@@ -61,7 +61,7 @@ Test(body, identical_body_is_found_by_its_hash_and_size)
 	const char *text = "Subject: same\r\n\r\nsame\r\n";
 	uint8_t digest[SBX_SHA256_SIZE];
 	struct sbx_body body;
-	int64_t id, found;
+	int64_t id, found, inbox;
 
 	sha256_of(text, strlen(text), digest);
 	cr_assert_eq(sbx_body_lookup_hash(fixture_db, digest, strlen(text),
@@ -70,16 +70,53 @@ Test(body, identical_body_is_found_by_its_hash_and_size)
 	id = fixture_body(text, strlen(text), 1);
 	fixture_commit();
 	cr_assert_eq(sbx_body_lookup_hash(fixture_db, digest, strlen(text),
-					  &found), 1);
-	cr_assert_eq(found, id);
-	cr_assert_eq(sbx_body_lookup_hash(fixture_db, digest,
-					  strlen(text) + 1, &found), 0,
-		     "the size is part of the identity");
+					  &found), 0,
+		     "a body no message uses is a save's, not yet shared");
 	body = get_body(id);
 	cr_assert(body.has_sha256);
 	cr_assert_arr_eq(body.sha256, digest, sizeof(digest));
 	cr_assert_eq(body.physical_size, strlen(text));
 	cr_assert_eq(body.refcount, 0);
+
+	inbox = fixture_mailbox("INBOX");
+	fixture_begin();
+	(void)fixture_append(inbox, id, 0);
+	fixture_commit();
+	cr_assert_eq(sbx_body_lookup_hash(fixture_db, digest, strlen(text),
+					  &found), 1);
+	cr_assert_eq(found, id);
+	cr_assert_eq(sbx_body_lookup_hash(fixture_db, digest,
+					  strlen(text) + 1, &found), 0,
+		     "the size is part of the identity");
+}
+
+Test(body, unused_body_is_deleted_and_a_used_one_kept)
+{
+	int64_t unused, used, inbox;
+
+	inbox = fixture_mailbox("INBOX");
+	fixture_begin();
+	unused = fixture_body("Subject: a\r\n\r\na\r\n", 17, 1);
+	used = fixture_body("Subject: b\r\n\r\nb\r\n", 17, 1);
+	(void)fixture_append(inbox, used, 0);
+	cr_assert_eq(sbx_body_set_parsed(fixture_db, unused, "x\n", 2,
+					 NULL, NULL), 0, "%s",
+		     fixture_error());
+	cr_assert_eq(sbx_body_delete_unused(fixture_db, unused), 1, "%s",
+		     fixture_error());
+	cr_assert_eq(sbx_body_delete_unused(fixture_db, used), 0,
+		     "a message uses it");
+	cr_assert_eq(sbx_body_delete_unused(fixture_db, unused), 0,
+		     "gone already");
+	fixture_commit();
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_chunks"
+				     " WHERE body_id NOT IN"
+				     " (SELECT id FROM bodies)"), 0);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM body_parsed"), 0);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM bodies"), 1);
+	cr_assert_eq(sbx_body_delete_unused(fixture_db, used), -1,
+		     "outside a write transaction");
+	fixture_check_invariants();
 }
 
 Test(body, body_without_hash_is_never_found_by_hash)

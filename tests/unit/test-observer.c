@@ -251,6 +251,7 @@ Test(observer, purge_reports_what_it_freed)
 
 	rec = observe();
 	cr_assert_eq(sbx_admin_purge(fixture_db, (int64_t)time(NULL) + 1,
+				     (int64_t)time(NULL) + 1,
 				     &res), 0, "%s", fixture_error());
 	cr_assert_eq(res.bodies_freed, 2);
 	i = find(rec, 0, SBX_DB_EVENT_PURGE_FINISHED);
