@@ -30,6 +30,7 @@ Test(db, schema_has_every_table_index_and_trigger)
 		"messages_message_id", "expunged_modseq",
 		"messages_before_insert", "messages_after_insert",
 		"messages_after_delete", "messages_after_update",
+		"messages_after_update_in_place",
 		"bodies_free", "body_parsed", "bodies_after_delete",
 	};
 	char sql[256];

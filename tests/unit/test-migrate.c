@@ -28,23 +28,58 @@ static void raw_exec(const char *path, const char *sql)
 	sqlite3_close(conn);
 }
 
-/* Closes the fixture database, undoes later versions with sql (which
-   sets user_version), and opens it again: the open migrates it to the
-   current version. */
+/* sbx-migrations.def itself, for the triggers version 5 replaced: a
+   released migration never changes, so its text is version 4's. */
+static const struct {
+	int version;
+	const char *sql;
+} migrations[] = {
+#define SBX_MIGRATION(version, sql) { version, sql },
+#include "sbx-migrations.def"
+#undef SBX_MIGRATION
+};
+
+/* Undoes version 5 on the closed file at path: drops its triggers and
+   runs again the entries of version 1 that created the ones it
+   replaced. */
+static void raw_undo_version_5(const char *path)
+{
+	static const char prefix[] = "CREATE TRIGGER messages_after_";
+	unsigned int i, created = 0;
+
+	raw_exec(path, "DROP TRIGGER messages_after_insert;"
+		 "DROP TRIGGER messages_after_delete;"
+		 "DROP TRIGGER messages_after_update;"
+		 "DROP TRIGGER messages_after_update_in_place;");
+	for (i = 0; i < sizeof(migrations) / sizeof(migrations[0]); i++) {
+		if (migrations[i].version != 1 ||
+		    strncmp(migrations[i].sql, prefix,
+			    sizeof(prefix) - 1) != 0)
+			continue;
+		raw_exec(path, migrations[i].sql);
+		created++;
+	}
+	cr_assert_eq(created, 3, "insert, delete and update triggers");
+}
+
+/* Closes the fixture database, undoes version 5 and then, with sql
+   (which sets user_version), the versions after the one sql names, and
+   opens it again: the open migrates it to the current version. */
 static void reopen_downgraded(const char *sql)
 {
 	struct sbx_db_settings set = fixture_settings();
 
 	sbx_db_close(&fixture_db);
+	raw_undo_version_5(fixture_path);
 	raw_exec(fixture_path, sql);
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &fixture_db), 0, "%s",
 		     fixture_error());
-	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 4);
+	cr_assert_eq(sbx_db_get_schema_version(fixture_db), 5);
 }
 
 Test(migrate, code_version_is_the_last_migration)
 {
-	cr_assert_eq(sbx_db_code_schema_version(), 4);
+	cr_assert_eq(sbx_db_code_schema_version(), 5);
 }
 
 /* A version 1 database (made here by undoing version 2) is migrated at
@@ -106,6 +141,44 @@ Test(migrate, a_version_3_database_gains_the_pop3_order_index)
 	cr_assert_eq(sbx_msg_has_pop3_order(fixture_db, inbox), 1);
 }
 
+/* A version 4 database gets the triggers of version 5 in place of
+   version 1's, its counters as they were, and the new triggers keep
+   them from then on. */
+Test(migrate, a_version_4_database_gets_the_cheaper_triggers)
+{
+	int64_t inbox = fixture_mailbox("INBOX");
+
+	(void)fixture_mailbox("Other");
+	(void)fixture_append_text(inbox, "Subject: a\r\n\r\na\r\n", 0);
+	(void)fixture_append_text(inbox, "Subject: b\r\n\r\nbb\r\n",
+				  SBX_FLAG_SEEN);
+	(void)fixture_append_text(inbox, "Subject: c\r\n\r\nccc\r\n", 0);
+	reopen_downgraded("PRAGMA user_version = 4;");
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM sqlite_schema"
+				     " WHERE name ="
+				     " 'messages_after_update_in_place'"), 1);
+	cr_assert_gt(fixture_sql_int("SELECT instr(sql, '(vsize, psize)')"
+				     " FROM sqlite_schema WHERE name ="
+				     " 'messages_after_insert'"), 0,
+		     "version 5's insert trigger");
+	cr_assert_eq(fixture_sql_int("SELECT messages FROM mailboxes"
+				     " WHERE name = 'INBOX'"), 3);
+	cr_assert_eq(fixture_sql_int("SELECT unseen FROM mailboxes"
+				     " WHERE name = 'INBOX'"), 2);
+	fixture_check_invariants();
+
+	raw_exec(fixture_path,
+		 "UPDATE messages SET flags = flags | 8, modseq = modseq + 1;"
+		 "UPDATE messages SET mailbox_id = 2, uid = 7 WHERE uid = 1;"
+		 "DELETE FROM messages WHERE uid = 2;");
+	cr_assert_eq(fixture_sql_int("SELECT messages FROM mailboxes"
+				     " WHERE name = 'INBOX'"), 1);
+	cr_assert_eq(fixture_sql_int("SELECT uidnext FROM mailboxes"
+				     " WHERE name = 'Other'"), 8);
+	cr_assert_eq(fixture_sql_int("SELECT sum(unseen) FROM mailboxes"), 0);
+	fixture_check_invariants();
+}
+
 Test(migrate, newer_schema_version_is_refused_as_corrupt)
 {
 	struct sbx_db_settings set = fixture_settings();
@@ -117,7 +190,7 @@ Test(migrate, newer_schema_version_is_refused_as_corrupt)
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
 	cr_assert_eq(sbx_db_last_error(db, &msg), SBX_ERR_CORRUPT);
 	cr_assert(strstr(msg, "database schema version 99 is newer than "
-			 "this sqlbox supports (4)") != NULL, "%s", msg);
+			 "this sqlbox supports (5)") != NULL, "%s", msg);
 	sbx_db_close(&db);
 	/* A refused handle is not kept: a later open tries again. */
 	cr_assert_eq(sbx_db_open(fixture_path, &set, &db), -1);
@@ -389,6 +462,7 @@ Test(migrate, failed_upgrade_leaves_version_1_intact)
 
 	fixture_mailbox("Kept");
 	sbx_db_close(&fixture_db);
+	raw_undo_version_5(fixture_path);
 	raw_exec(fixture_path,
 		 "DROP INDEX messages_pop3_order;"
 		 "DROP TRIGGER bodies_after_delete;"
