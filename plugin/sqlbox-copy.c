@@ -9,9 +9,13 @@
    MOVE then expunges its sources in the same SQL transaction, one
    statement per source folder, under that folder's MODSEQ of the
    transaction: a message is never in both folders, nor in neither. A
+   batch of moves alone from one folder (IMAP's MOVE) costs less: its
+   tombstones, then one UPDATE that gives the source rows their new
+   folder, UID, flags and MODSEQ (sbx_msg_move()), so the triggers move
+   the counters instead of adding a body reference and dropping it. A
    source expunged by another session since the command looked at it
-   makes the insert come up short: the whole transaction is rolled back
-   and the command fails with EXPUNGED, keeping nothing.
+   makes the insert (or update) come up short: the whole transaction is
+   rolled back and the command fails with EXPUNGED, keeping nothing.
 
    The invariant: rows go into SQL in ascending UID order (a trigger
    refuses a UID below uidnext), so in a transaction that also saves,
@@ -250,7 +254,8 @@ int sqlbox_copy_insert(struct sqlbox_copy_context *cctx,
 	struct sqlbox_copy_mail *cmails;
 	struct sbx_msg_copy *rows;
 	unsigned int i, start, end, count;
-	bool moving = FALSE;
+	uint64_t src_modseq;
+	bool moving = FALSE, move_only;
 	int ret;
 
 	if (cctx == NULL)
@@ -267,16 +272,34 @@ int sqlbox_copy_insert(struct sqlbox_copy_context *cctx,
 		return 1;
 
 	rows = i_new(struct sbx_msg_copy, end - start);
+	move_only = TRUE;
 	for (i = start; i < end; i++) {
 		cmails[i].row.modseq = I_MAX(modseq, cmails[i].min_modseq);
 		rows[i - start] = cmails[i].row;
 		moving = moving || cmails[i].moving;
+		move_only = move_only && cmails[i].moving &&
+			cmails[i].row.src_mailbox_id ==
+			cmails[start].row.src_mailbox_id;
 	}
-	ret = sbx_msg_copy(db, mbox->mailbox_id, rows, end - start);
+	if (move_only) {
+		/* IMAP's MOVE: the rows change folder instead of being
+		   copied and expunged, under the source's MODSEQ of this
+		   transaction (the same value when it is the destination) */
+		if (sbx_mailbox_modseq_alloc(db,
+				cmails[start].row.src_mailbox_id,
+				&src_modseq) < 0)
+			ret = -1;
+		else {
+			ret = sbx_msg_move(db, mbox->mailbox_id, rows,
+					   end - start, src_modseq);
+		}
+	} else {
+		ret = sbx_msg_copy(db, mbox->mailbox_id, rows, end - start);
+		if (ret > 0 && moving)
+			ret = sqlbox_copy_expunge_sources(db, cmails + start,
+							  end - start);
+	}
 	i_free(rows);
-	if (ret > 0 && moving)
-		ret = sqlbox_copy_expunge_sources(db, cmails + start,
-						  end - start);
 	if (ret <= 0)
 		return ret;
 	for (i = start; i < end; i++) {

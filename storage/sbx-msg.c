@@ -795,12 +795,13 @@ static int sbx_msg_copy_check(struct sbx_db *db, int64_t mailbox_id,
 	return 0;
 }
 
-/* Runs statement sid with ?1 mailbox_id, ?2 the batch (and for the
-   tombstones ?3 modseq, ?4 now). Returns the rows it changed, or -1. */
+/* Runs statement sid with ?1 mailbox_id, ?2 the batch, and arg3: for the
+   tombstones ?3 the MODSEQ (and ?4 now), for a move ?3 the source
+   mailbox. Returns the rows it changed, or -1. */
 static int sbx_msg_copies_exec(struct sbx_db *db, enum sbx_stmt_id sid,
 			       int64_t mailbox_id,
 			       const struct sbx_msg_copy_batch *batch,
-			       uint64_t modseq, const char *what)
+			       int64_t arg3, const char *what)
 {
 	sqlite3_stmt *stmt;
 	int ret = -1;
@@ -813,9 +814,10 @@ static int sbx_msg_copies_exec(struct sbx_db *db, enum sbx_stmt_id sid,
 	if (rc != SQLITE_OK) {
 		(void)sbx_error_sqlite(db, rc, "%s: bind the batch", what);
 	} else if (sbx_bind_int64(db, stmt, 1, mailbox_id) == 0 &&
-		   (sid != SBX_STMT_MSG_TOMBSTONE_COPIED ||
-		    (sbx_bind_int64(db, stmt, 3, (int64_t)modseq) == 0 &&
-		     sbx_bind_int64(db, stmt, 4, (int64_t)time(NULL)) == 0))) {
+		   (sbx_stmt_param_count(sid) < 3 ||
+		    sbx_bind_int64(db, stmt, 3, arg3) == 0) &&
+		   (sbx_stmt_param_count(sid) < 4 ||
+		    sbx_bind_int64(db, stmt, 4, (int64_t)time(NULL)) == 0)) {
 		ret = sbx_stmt_exec(db, stmt, "%s of mailbox %lld", what,
 				    (long long)mailbox_id);
 	}
@@ -870,14 +872,51 @@ int sbx_msg_expunge_copied(struct sbx_db *db, int64_t mailbox_id,
 		return 1;
 	/* The tombstones first: they copy the GUIDs from the rows. */
 	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_TOMBSTONE_COPIED,
-				  mailbox_id, &batch, modseq,
+				  mailbox_id, &batch, (int64_t)modseq,
 				  "expunge copied messages");
 	if (ret < 0)
 		return -1;
 	if ((size_t)ret != count)
 		return 0;
 	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_DELETE_COPIED, mailbox_id,
-				  &batch, modseq, "expunge copied messages");
+				  &batch, 0, "expunge copied messages");
+	if (ret < 0)
+		return -1;
+	return (size_t)ret == count ? 1 : 0;
+}
+
+int sbx_msg_move(struct sbx_db *db, int64_t mailbox_id,
+		 const struct sbx_msg_copy *msgs, size_t count,
+		 uint64_t src_modseq)
+{
+	struct sbx_msg_copy_batch batch = { .msgs = msgs, .count = count };
+	size_t i;
+	int ret;
+
+	if (sbx_db_require_write(db, "move messages") < 0)
+		return -1;
+	if (count == 0)
+		return 1;
+	if (sbx_msg_copy_check(db, mailbox_id, msgs, count) < 0)
+		return -1;
+	for (i = 1; i < count; i++) {
+		if (msgs[i].src_mailbox_id != msgs[0].src_mailbox_id) {
+			return sbx_error_set(db, SBX_ERR_INVALID,
+				"move messages to mailbox %lld: from more "
+				"than one mailbox in one batch",
+				(long long)mailbox_id);
+		}
+	}
+	/* the tombstones first: they copy the GUIDs from the rows */
+	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_TOMBSTONE_COPIED,
+				  msgs[0].src_mailbox_id, &batch,
+				  (int64_t)src_modseq, "move messages");
+	if (ret < 0)
+		return -1;
+	if ((size_t)ret != count)
+		return 0;
+	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_MOVE, mailbox_id, &batch,
+				  msgs[0].src_mailbox_id, "move messages");
 	if (ret < 0)
 		return -1;
 	return (size_t)ret == count ? 1 : 0;

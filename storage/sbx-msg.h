@@ -170,6 +170,21 @@ int sbx_msg_expunge_copied(struct sbx_db *db, int64_t mailbox_id,
 			   const struct sbx_msg_copy *msgs, size_t count,
 			   uint64_t modseq);
 
+/* A MOVE of count messages into mailbox_id, every one from the same
+   source folder: each source row gets a tombstone there at src_modseq
+   (as sbx_msg_expunge_copied() would write) and then becomes the new row
+   itself, with msgs[i]'s UID, flags, keywords, save date and MODSEQ, as
+   sbx_msg_copy() would have made it. One row changed instead of one
+   inserted and one deleted: the triggers move the counters and keep the
+   body's reference instead of adding one and dropping it. msgs must be
+   in strictly ascending uid order, the first at or above the mailbox's
+   uidnext (SBX_ERR_INVALID otherwise). Returns 1 when every source row
+   existed and was moved, 0 when some source row is gone (the caller rolls
+   back), -1 on error. The caller holds an SBX_TX_WRITE transaction. */
+int sbx_msg_move(struct sbx_db *db, int64_t mailbox_id,
+		 const struct sbx_msg_copy *msgs, size_t count,
+		 uint64_t src_modseq);
+
 /* Iterates the UIDs of mailbox_id's messages from uid_first to uid_last,
    ascending: 1 with *uid_r set, 0 at the end, -1 on error. The iterator
    holds a statement: do not return to an event loop before deinit. One

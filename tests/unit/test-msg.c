@@ -1303,6 +1303,108 @@ Test(msg, move_batch_with_a_source_gone_comes_up_short)
 	fixture_check_invariants();
 }
 
+/* sbx_msg_move(): the rows change folder, ending as a copy and an
+   expunge would leave them. */
+Test(msg, move_takes_the_batch_fields_and_leaves_tombstones)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
+	struct sbx_msg_copy rows[3];
+	struct sbx_msg src[3], got;
+	uint64_t modseq_a, modseq_b;
+	unsigned int i;
+
+	append_many(a, 4);
+	for (i = 0; i < 3; i++)
+		cr_assert_eq(sbx_msg_lookup(fixture_db, a, i + 1, &src[i]), 1);
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, b, &modseq_b), 0);
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, a, &modseq_a), 0);
+	for (i = 0; i < 3; i++)
+		rows[i] = copy_row(a, i + 1, 10 + 2 * i, modseq_b);
+	cr_assert_eq(sbx_msg_move(fixture_db, b, rows, 3, modseq_a), 1, "%s",
+		     fixture_error());
+	fixture_commit();
+
+	for (i = 0; i < 3; i++) {
+		cr_assert_eq(sbx_msg_lookup(fixture_db, a, i + 1, &got), 0);
+		cr_assert_eq(sbx_msg_lookup(fixture_db, b, 10 + 2 * i, &got),
+			     1);
+		cr_assert_eq(got.body_id, src[i].body_id);
+		cr_assert_str_eq(got.guid, src[i].guid);
+		cr_assert_eq(got.received_date, src[i].received_date);
+		cr_assert_eq(got.save_date, 1800000000);
+		cr_assert_eq(got.flags, SBX_FLAG_FLAGGED);
+		cr_assert_str_eq(got.keywords, "$a $b", "normalised");
+		cr_assert_eq(got.modseq, modseq_b);
+	}
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM expunged WHERE"
+				     " mailbox_id = 1 AND modseq ="
+				     " (SELECT highestmodseq FROM mailboxes"
+				     " WHERE id = 1) AND guid IS NOT NULL"), 3);
+	cr_assert_eq(get_mailbox(a).messages, 1);
+	cr_assert_eq(get_mailbox(a).highestmodseq, modseq_a);
+	cr_assert_eq(get_mailbox(b).messages, 3);
+	cr_assert_eq(get_mailbox(b).unseen, 3, "\\Seen is the batch's");
+	cr_assert_eq(get_mailbox(b).uidnext, 15);
+	cr_assert_eq(get_mailbox(b).highestmodseq, modseq_b);
+	cr_assert_eq(fixture_sql_int("SELECT sum(refcount) FROM bodies"), 4,
+		     "one reference each, kept");
+	fixture_check_invariants();
+}
+
+Test(msg, move_within_one_folder_gives_new_uids)
+{
+	int64_t a = fixture_mailbox("a");
+	struct sbx_msg_copy rows[2];
+	uint64_t modseq;
+
+	append_many(a, 3);
+	fixture_begin();
+	cr_assert_eq(sbx_mailbox_modseq_alloc(fixture_db, a, &modseq), 0);
+	rows[0] = copy_row(a, 1, 4, modseq);
+	rows[1] = copy_row(a, 3, 5, modseq);
+	cr_assert_eq(sbx_msg_move(fixture_db, a, rows, 2, modseq), 1, "%s",
+		     fixture_error());
+	fixture_commit();
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM messages"), 3);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM messages"
+				     " WHERE uid IN (2, 4, 5)"), 3);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM expunged"
+				     " WHERE uid IN (1, 3)"), 2);
+	cr_assert_eq(get_mailbox(a).messages, 3);
+	cr_assert_eq(get_mailbox(a).uidnext, 6);
+	cr_assert_eq(get_mailbox(a).highestmodseq, modseq);
+	fixture_check_invariants();
+}
+
+Test(msg, move_with_a_source_gone_or_mixed_comes_up_short)
+{
+	int64_t a = fixture_mailbox("a"), b = fixture_mailbox("b");
+	struct sbx_msg_copy rows[2];
+
+	append_many(a, 2);
+	append_many(b, 1);
+	cr_assert_eq(expunge(a, 2), 1);
+	fixture_begin();
+	rows[0] = copy_row(a, 1, 5, 1);
+	rows[1] = copy_row(a, 2, 6, 1);
+	cr_assert_eq(sbx_msg_move(fixture_db, b, rows, 2, 1), 0);
+	sbx_tx_rollback(fixture_db);
+	fixture_begin();
+	rows[1] = copy_row(b, 1, 6, 1);
+	cr_assert_eq(sbx_msg_move(fixture_db, b, rows, 2, 1), -1,
+		     "two source folders");
+	cr_assert_eq(last_error(), SBX_ERR_INVALID);
+	cr_assert_eq(sbx_msg_move(fixture_db, b, rows, 1, 1), 1, "%s",
+		     fixture_error());
+	sbx_tx_rollback(fixture_db);
+	cr_assert_eq(get_mailbox(a).messages, 1);
+	cr_assert_eq(get_mailbox(b).messages, 1);
+	cr_assert_eq(fixture_sql_int("SELECT count(*) FROM expunged WHERE"
+				     " mailbox_id = 1"), 1);
+	fixture_check_invariants();
+}
+
 Test(msg, uid_iteration_lists_a_range)
 {
 	int64_t a = fixture_mailbox("a");
