@@ -7,7 +7,8 @@ a short transaction of its own (plugin/sqlbox-save.c), so what one
 transaction holds (memory, spool files) stays bounded however many mails
 it saves. Such a body has no reference until the commit: a transaction
 rolled back deletes the bodies it wrote, and purge spares those of a save
-still in progress. Found measuring `doveadm import`: a transaction held
+still in progress. A batch that can't be written (the database locked)
+fails no save: the commit stores those mails. Found measuring `doveadm import`: a transaction held
 every spooled mail until its commit, 296 MB for a 355 MB folder, and one
 open spool file per mail over 128 KB ("Too many open files" with a low
 descriptor limit)."""
@@ -16,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -26,6 +28,7 @@ from invariants import check_database, db_state
 DOVECOT_OPTIONS = {"extra_conf": """
 plugin {
   sqlbox_max_message_size = 3M
+  sqlbox_lock_timeout = 1s
 }
 """}
 
@@ -157,4 +160,54 @@ def test_multiappend_rolled_back_deletes_the_bodies_it_wrote(dovecot,
     raw.close()
     assert dovecot.sql(user, "SELECT count(*), sum(refcount) "
                              "FROM bodies") == [[4, 4]]
+    assert check_database(db_state(dovecot, user)) == []
+
+
+def test_a_batch_that_finds_the_database_locked_waits_for_the_commit(
+        dovecot, user):
+    """An operator holds the write lock past sqlbox_lock_timeout while a
+    MULTIAPPEND passes 4 MiB: writing the batch fails, which fails no save.
+    The spools are kept, a warning says why, and the commit stores every
+    mail once the lock is free. Synchronizing literals order it: the
+    server asks for the next literal only after the previous mail's
+    save_finish, batch attempt included."""
+    sqlbox_only(dovecot)
+    raw = dovecot.raw_imap(user)
+    st, text, _ = raw.command(b"APPEND INBOX " + literal_plus(message(0, 100)))
+    assert st == "OK", text     # the lock file exists from here on
+    mails = [message(i, 1536 * 1024) for i in range(1, 4)] + \
+        [message(4, 100)]
+    since = dovecot.log_size()
+    tag = raw.next_tag()
+
+    def wait_continuation():
+        line = raw.read_response()
+        assert line.startswith(b"+"), line
+
+    with dovecot.hold_write_lock(user):
+        raw.send(tag + b" APPEND INBOX {%d}\r\n" % len(mails[0]))
+        for i in range(3):
+            wait_continuation()
+            raw.send(mails[i] + b" {%d}\r\n" % len(mails[i + 1]))
+        wait_continuation()     # the batch gave up on the lock
+        # the log process writes the warning a moment later
+        deadline = time.monotonic() + 10
+        while "ahead of the commit failed" not in \
+                dovecot.log_text(since):
+            assert time.monotonic() < deadline, dovecot.log_text(since)
+            time.sleep(0.05)
+    raw.send(mails[3] + b"\r\n")
+    while True:
+        line = raw.read_response()
+        if line.startswith(tag + b" "):
+            break
+    assert line.startswith(tag + b" OK"), line
+    raw.close()
+    assert dovecot.sql(user, "SELECT count(*), sum(refcount) "
+                             "FROM bodies") == [[5, 5]]
+    got = dovecot.sql(user, "SELECT y.physical_size FROM messages m "
+                            "JOIN bodies y ON y.id = m.body_id "
+                            "ORDER BY m.uid")
+    assert [r[0] for r in got] == [len(message(0, 100))] + \
+        [len(m) for m in mails]
     assert check_database(db_state(dovecot, user)) == []
