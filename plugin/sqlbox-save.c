@@ -400,6 +400,20 @@ static bool sqlbox_save_is_sent_duplicate(struct sqlbox_save_context *ctx,
 	return ret > 0;
 }
 
+/* Keeps a save's parsed fields with body_id (one that has its own keeps
+   them). Returns 0, or -1 with the error in the database handle. */
+static int sqlbox_save_keep_parsed(struct sbx_db *db,
+				   const struct sqlbox_save_mail *smail,
+				   int64_t body_id)
+{
+	if (!smail->have_parsed)
+		return 0;
+	return sbx_body_set_parsed(db, body_id, smail->parsed.headers,
+				   smail->parsed.headers_size,
+				   smail->parsed.bodystructure,
+				   smail->parsed.envelope);
+}
+
 /* Writes a spooled mail's body, and its parsed fields, as a body no
    message uses yet. The caller holds an SBX_TX_WRITE transaction.
    Returns 0, -1 with the error in the database handle, or -2 with the
@@ -435,13 +449,7 @@ static int sqlbox_save_write_body(struct sqlbox_save_context *ctx,
 	}
 	if (sbx_body_writer_close(&writer, body_id_r) < 0)
 		return -1;
-	if (smail->have_parsed &&
-	    sbx_body_set_parsed(db, *body_id_r, smail->parsed.headers,
-				smail->parsed.headers_size,
-				smail->parsed.bodystructure,
-				smail->parsed.envelope) < 0)
-		return -1;
-	return 0;
+	return sqlbox_save_keep_parsed(db, smail, *body_id_r);
 }
 
 /* Writes the bodies of the mails spooled so far in a transaction of their
@@ -720,13 +728,7 @@ static int sqlbox_save_store_body(struct sqlbox_save_context *ctx,
 	    sbx_body_delete_unused(db, smail->body_id) < 0)
 		return -1;
 	/* the body keeps its own parsed fields, or gets these */
-	if (smail->have_parsed &&
-	    sbx_body_set_parsed(db, *body_id_r, smail->parsed.headers,
-				smail->parsed.headers_size,
-				smail->parsed.bodystructure,
-				smail->parsed.envelope) < 0)
-		return -1;
-	return 0;
+	return sqlbox_save_keep_parsed(db, smail, *body_id_r);
 }
 
 /* Inserts one saved message, after the copies below its UID (uid

@@ -825,6 +825,31 @@ static int sbx_msg_copies_exec(struct sbx_db *db, enum sbx_stmt_id sid,
 	return ret < 0 ? -1 : sqlite3_changes(db->sqlite);
 }
 
+/* A MOVE's source side: the tombstones of the batch's rows in src_id at
+   modseq (first: they copy the GUIDs from the rows), then statement sid
+   with ?1 mailbox_id and arg3 on the same rows (MSG_DELETE_COPIED or
+   MSG_MOVE). Returns 1 when both touched every row, 0 when some row was
+   gone, -1 on error. */
+static int sbx_msg_tombstone_then(struct sbx_db *db, int64_t src_id,
+				  const struct sbx_msg_copy_batch *batch,
+				  uint64_t modseq, enum sbx_stmt_id sid,
+				  int64_t mailbox_id, int64_t arg3,
+				  const char *what)
+{
+	int ret;
+
+	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_TOMBSTONE_COPIED, src_id,
+				  batch, (int64_t)modseq, what);
+	if (ret < 0)
+		return -1;
+	if ((size_t)ret != batch->count)
+		return 0;
+	ret = sbx_msg_copies_exec(db, sid, mailbox_id, batch, arg3, what);
+	if (ret < 0)
+		return -1;
+	return (size_t)ret == batch->count ? 1 : 0;
+}
+
 int sbx_msg_copy(struct sbx_db *db, int64_t mailbox_id,
 		 const struct sbx_msg_copy *msgs, size_t count)
 {
@@ -850,7 +875,6 @@ int sbx_msg_expunge_copied(struct sbx_db *db, int64_t mailbox_id,
 {
 	struct sbx_msg_copy_batch batch = { .msgs = msgs, .count = count };
 	size_t i;
-	int ret;
 
 	if (sbx_db_require_write(db, "expunge copied messages") < 0)
 		return -1;
@@ -870,19 +894,9 @@ int sbx_msg_expunge_copied(struct sbx_db *db, int64_t mailbox_id,
 	}
 	if (count == 0)
 		return 1;
-	/* The tombstones first: they copy the GUIDs from the rows. */
-	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_TOMBSTONE_COPIED,
-				  mailbox_id, &batch, (int64_t)modseq,
-				  "expunge copied messages");
-	if (ret < 0)
-		return -1;
-	if ((size_t)ret != count)
-		return 0;
-	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_DELETE_COPIED, mailbox_id,
-				  &batch, 0, "expunge copied messages");
-	if (ret < 0)
-		return -1;
-	return (size_t)ret == count ? 1 : 0;
+	return sbx_msg_tombstone_then(db, mailbox_id, &batch, modseq,
+				      SBX_STMT_MSG_DELETE_COPIED, mailbox_id,
+				      0, "expunge copied messages");
 }
 
 int sbx_msg_move(struct sbx_db *db, int64_t mailbox_id,
@@ -891,7 +905,6 @@ int sbx_msg_move(struct sbx_db *db, int64_t mailbox_id,
 {
 	struct sbx_msg_copy_batch batch = { .msgs = msgs, .count = count };
 	size_t i;
-	int ret;
 
 	if (sbx_db_require_write(db, "move messages") < 0)
 		return -1;
@@ -907,19 +920,10 @@ int sbx_msg_move(struct sbx_db *db, int64_t mailbox_id,
 				(long long)mailbox_id);
 		}
 	}
-	/* the tombstones first: they copy the GUIDs from the rows */
-	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_TOMBSTONE_COPIED,
-				  msgs[0].src_mailbox_id, &batch,
-				  (int64_t)src_modseq, "move messages");
-	if (ret < 0)
-		return -1;
-	if ((size_t)ret != count)
-		return 0;
-	ret = sbx_msg_copies_exec(db, SBX_STMT_MSG_MOVE, mailbox_id, &batch,
-				  msgs[0].src_mailbox_id, "move messages");
-	if (ret < 0)
-		return -1;
-	return (size_t)ret == count ? 1 : 0;
+	return sbx_msg_tombstone_then(db, msgs[0].src_mailbox_id, &batch,
+				      src_modseq, SBX_STMT_MSG_MOVE,
+				      mailbox_id, msgs[0].src_mailbox_id,
+				      "move messages");
 }
 
 struct sbx_uid_iter {
